@@ -1,0 +1,275 @@
+"""Time one training step of nnchain against a hand-written numpy step and PyTorch CPU.
+
+    python benchmarks/engine.py [--rounds N] [--quick]
+
+A step is forward, backward and an SGD update of a ReLU network with a softmax +
+cross-entropy output, on one fixed batch. Two kinds are timed:
+
+- normal:     what the training loop does on every batch but the last of an epoch;
+- diagnostic: the same plus the chain-rule diagnostics (grad, delta, weight norms, update
+              ratios, dead fractions) the loop computes on an epoch's last batch.
+
+"numpy" is the same arithmetic written inline as one function (same numpy idioms, no
+layers, registries or method calls), so nnchain / numpy measures the engine's overhead.
+PyTorch (imported only here, skipped if missing) uses nn.Linear + F.cross_entropy +
+optim.SGD; its diagnostic step retains the pre-activation gradients.
+
+Implementations are timed in interleaved rounds in one process; each reported time is
+the median over rounds and each ratio the median of per-round ratios (robust to the
+drift of a shared machine). Ratios > 1 mean nnchain is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from nnchain.nn import build_network, make_optimizer, train_step
+
+try:
+    import torch
+except ImportError:  # torch is not a dependency of nnchain
+    torch = None
+
+CASES = [  # (sizes, batch, dtype, floor vs torch)
+    ([2, 16, 16, 2], 512, np.float64, 4.0),
+    ([64, 128, 64, 10], 32, np.float32, 4.0),
+    ([784, 256, 128, 10], 128, np.float32, 1.3),
+    ([784, 1024, 1024, 10], 512, np.float32, 0.9),
+]
+NUMPY_FLOOR = 1 / 1.15  # nnchain within 15% of the hand-written step
+LR = 1e-3
+
+
+# ---------------------------------------------------------------- hand-written numpy step
+def numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarray,
+               y: np.ndarray, lr: float, diagnostics: bool) -> tuple[float, dict]:
+    """Forward, backward and SGD update of a ReLU / softmax + CE network, inline."""
+    n = len(x)
+    dtype = x.dtype
+    ones_n = np.ones(n, dtype)
+    n_layers = len(weights)
+    acts = [x]
+    a = x
+    for i in range(n_layers - 1):
+        z = a @ weights[i]
+        z += biases[i]
+        a = np.maximum(z, np.zeros(z.shape, dtype)) if z.size <= 1 << 16 else np.maximum(z, 0)
+        acts.append(a)
+    z = a @ weights[-1]
+    z += biases[-1]
+    high = z.max()
+    shift = high if high - z.min() <= (43.0 if dtype == np.float32 else 354.0) else \
+        z.max(axis=1, keepdims=True)
+    shifted = z - shift
+    e = np.exp(shifted)
+    s = e @ np.ones(z.shape[1], dtype)
+    row_totals = y @ np.ones(z.shape[1], dtype)
+    cost = float(np.dot(row_totals, np.log(s)) - np.vdot(y, shifted)) / n
+    e /= s[:, None]
+    dz = e * row_totals[:, None]
+    dz -= y
+    dz *= 1 / n
+    metrics = {}
+    for i in range(n_layers - 1, -1, -1):
+        w = weights[i]
+        if diagnostics:
+            metrics[f"delta{i}"] = math.sqrt(float(np.vdot(dz, dz))) * math.sqrt(n)
+        grad_w = acts[i].T @ dz
+        grad_b = ones_n @ dz
+        if i > 0:
+            w_t = np.ascontiguousarray(w.T) if w.size <= 4096 else w.T
+            da = dz @ w_t
+            dz = da * (acts[i] > 0)
+        if diagnostics:
+            metrics[f"grad{i}"] = math.sqrt(float(np.vdot(grad_w, grad_w)))
+            weight_norm = math.sqrt(float(np.vdot(w, w)))
+            metrics[f"weight{i}"] = weight_norm
+            if i > 0:
+                metrics[f"dead{i}"] = float(np.count_nonzero(acts[i].max(axis=0) <= 0)) / \
+                    acts[i].shape[1]
+        update_w = grad_w * -lr
+        w += update_w
+        biases[i] += grad_b * -lr
+        if diagnostics:
+            metrics[f"ratio{i}"] = math.sqrt(float(np.vdot(update_w, update_w))) / weight_norm
+    return cost, metrics
+
+
+# ---------------------------------------------------------------- PyTorch step
+def torch_model(weights: list[np.ndarray], biases: list[np.ndarray]):
+    layers = []
+    for w, b in zip(weights, biases):
+        linear = torch.nn.Linear(*w.shape, dtype=torch.from_numpy(w).dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(w.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b.copy()))
+        layers.append(linear)
+    return layers
+
+
+def torch_step(layers, optimizer, x, labels, diagnostics: bool) -> tuple[float, dict]:
+    optimizer.zero_grad(set_to_none=True)
+    pre_activations, hidden = [], []
+    a = x
+    for i, linear in enumerate(layers):
+        z = linear(a)
+        if diagnostics:
+            z.retain_grad()
+            pre_activations.append(z)
+        if i < len(layers) - 1:
+            a = torch.relu(z)
+            hidden.append(a)
+    loss = torch.nn.functional.cross_entropy(z, labels)
+    loss.backward()
+    metrics = {}
+    if not diagnostics:
+        optimizer.step()
+        return float(loss), metrics
+    n = len(x)
+    with torch.no_grad():
+        before = [linear.weight.clone() for linear in layers]
+        for i, linear in enumerate(layers):
+            metrics[f"grad{i}"] = float(linear.weight.grad.norm())
+            metrics[f"delta{i}"] = float(pre_activations[i].grad.norm()) * math.sqrt(n)
+            metrics[f"weight{i}"] = float(before[i].norm())
+        for i, a in enumerate(hidden, start=1):
+            metrics[f"dead{i}"] = float((a.amax(dim=0) <= 0).float().mean())
+        optimizer.step()
+        for i, linear in enumerate(layers):
+            metrics[f"ratio{i}"] = float((linear.weight - before[i]).norm()) / metrics[f"weight{i}"]
+    return float(loss), metrics
+
+
+# ---------------------------------------------------------------- timing
+def time_per_call(step: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return (time.perf_counter() - start) / calls
+
+
+def calls_for(seconds_per_call: float, budget: float = 0.05) -> int:
+    return max(2, int(budget / seconds_per_call))
+
+
+def matmul_rate(dtype: type, n: int = 512, k: int = 1024, m: int = 1024) -> float:
+    """Best float GFLOP/s of numpy's (n, k) @ (k, m) over a few runs."""
+    a = np.random.default_rng(0).standard_normal((n, k)).astype(dtype)
+    b = np.random.default_rng(1).standard_normal((k, m)).astype(dtype)
+    a @ b
+    best = min(time_per_call(lambda: a @ b, 5) for _ in range(7))
+    return 2 * n * k * m / best / 1e9
+
+
+def step_flops(sizes: list[int], batch: int) -> int:
+    """Multiply-adds x 2 of forward (x W), dW (x^T dz) and dx (dz W^T, not for layer 1)."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(d_in * d_out for d_in, d_out in pairs)
+    backward_input = sum(d_in * d_out for d_in, d_out in pairs[1:])
+    return 2 * batch * (2 * forward + backward_input)
+
+
+def bench_case(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict:
+    rng = np.random.default_rng(0)
+    network = build_network(sizes, activation="relu", output="softmax", cost="cross_entropy",
+                            init="he_normal", rng=rng, dtype=dtype)
+    optimizer = make_optimizer("sgd", network, lr=LR)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], batch)
+    y = np.eye(sizes[-1], dtype=dtype)[labels]
+    start = network.get_weights()
+    weights = [start[f"W{i}"].copy() for i in range(1, len(sizes))]
+    biases = [start[f"b{i}"].copy() for i in range(1, len(sizes))]
+
+    steps: dict[str, dict[str, Callable[[], object]]] = {"normal": {}, "diagnostic": {}}
+    for kind, diagnostics in (("normal", False), ("diagnostic", True)):
+        steps[kind]["nnchain"] = (lambda d=diagnostics: train_step(
+            network, optimizer, x, y, lr=LR, diagnostics=d))
+        steps[kind]["numpy"] = (lambda d=diagnostics: numpy_step(
+            weights, biases, x, y, LR, d))
+    if torch is not None:
+        layers = torch_model(weights, biases)
+        torch_optimizer = torch.optim.SGD([p for layer in layers for p in layer.parameters()],
+                                          lr=LR)
+        tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
+        for kind, diagnostics in (("normal", False), ("diagnostic", True)):
+            steps[kind]["torch"] = (lambda d=diagnostics: torch_step(
+                layers, torch_optimizer, tx, tlabels, d))
+
+    result = {}
+    for kind, impls in steps.items():
+        calls = {}
+        for name, step in impls.items():  # warm up, then size each timed block to ~50 ms
+            for _ in range(3):
+                step()
+            calls[name] = calls_for(time_per_call(step, 3))
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        names = list(impls)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name].append(time_per_call(impls[name], calls[name]))
+        result[kind] = {
+            "time": {name: statistics.median(t) for name, t in times.items()},
+            "ratio": {other: statistics.median(o / s for o, s in zip(times[other],
+                                                                    times["nnchain"]))
+                      for other in names if other != "nnchain"},
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="5 rounds, for a smoke test")
+    args = parser.parse_args(argv)
+    rounds = 5 if args.quick else args.rounds
+    if torch is None:
+        print("torch is not installed: skipping the PyTorch column", file=sys.stderr)
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    print(f"numpy {np.__version__}; median of {rounds} interleaved rounds; "
+          "ratio = other time / nnchain time (> 1: nnchain faster)")
+    header = (f"{'network':<22}{'batch':>6}{'dtype':>8}  {'step':<11}{'nnchain':>10}"
+              f"{'numpy':>10}{'torch':>10}{'vs numpy':>10}{'vs torch':>10}  floors")
+    print(header)
+    print("-" * len(header))
+    failures = []
+    largest = None
+    for sizes, batch, dtype, torch_floor in CASES:
+        result = bench_case(sizes, batch, dtype, rounds)
+        name = "-".join(map(str, sizes))
+        for kind in ("normal", "diagnostic"):
+            times, ratios = result[kind]["time"], result[kind]["ratio"]
+            torch_time = f"{times['torch'] * 1e3:9.3f}" if "torch" in times else f"{'-':>9}"
+            vs_torch = f"{ratios['torch']:9.2f}x" if "torch" in ratios else f"{'-':>10}"
+            verdicts = [f"numpy>={NUMPY_FLOOR:.2f}"
+                        + ("" if ratios["numpy"] >= NUMPY_FLOOR else " MISSED")]
+            if "torch" in ratios and kind == "normal":
+                verdicts.append(f"torch>={torch_floor}"
+                                + ("" if ratios["torch"] >= torch_floor else " MISSED"))
+            failures += [f"{name} {kind}: {v}" for v in verdicts if v.endswith("MISSED")]
+            print(f"{name:<22}{batch:>6}{np.dtype(dtype).name:>8}  {kind:<11}"
+                  f"{times['nnchain'] * 1e3:9.3f} {times['numpy'] * 1e3:9.3f} {torch_time} "
+                  f"{ratios['numpy']:9.2f}x{vs_torch}  {', '.join(verdicts)}")
+        largest = (sizes, batch, result["normal"]["time"]["nnchain"])
+    print("(times in ms per step)")
+    sizes, batch, seconds = largest
+    rate = step_flops(sizes, batch) / seconds / 1e9
+    peak = matmul_rate(np.float32)
+    print(f"largest case: {step_flops(sizes, batch) / 1e9:.2f} GFLOP per step, nnchain "
+          f"{rate:.1f} GFLOP/s; numpy float32 matmul (512x1024 @ 1024x1024) {peak:.1f} GFLOP/s "
+          f"({rate / peak:.0%})")
+    if failures:
+        print("floors missed: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

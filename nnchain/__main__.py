@@ -1,0 +1,5 @@
+"""``python -m nnchain`` runs the CLI."""
+
+from nnchain.cli.main import main
+
+main()

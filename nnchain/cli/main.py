@@ -1,0 +1,60 @@
+"""The ``nnchain`` command: click groups that parse, call one service function, exit.
+
+Exit codes: 0 success; 1 the work ran but something failed (a trial, a gradient
+check, a verify); 2 bad input, refused before anything was written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from nnchain import __version__
+from nnchain.errors import SpecError, StoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class TranslatingGroup(click.Group):
+    """Turns nnchain's user errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (SpecError, StoreError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=TranslatingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nnchain")
+def main() -> None:
+    """Backpropagation experiments: train numpy networks, sweep them on Ray, record in MLflow."""
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register() -> None:
+    from nnchain.cli import sweep, train, ui
+    try:  # TEMP until compare lands
+        from nnchain.cli import compare
+    except ImportError:
+        compare = None
+
+    main.add_command(train.train)
+    main.add_command(train.gradcheck)
+    main.add_command(sweep.sweep)
+    if compare is not None:
+        main.add_command(compare.compare)
+    main.add_command(ui.ui)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

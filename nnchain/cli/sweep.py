@@ -1,0 +1,190 @@
+"""``nnchain sweep run | resume | status | list | cancel``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from nnchain.cli import options
+from nnchain.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+@click.group()
+def sweep() -> None:
+    """Run grids and random searches of training jobs on Ray, recorded in MLflow."""
+
+
+def _sweep_options(**values):
+    from nnchain.runner.sweep import SweepOptions
+
+    return SweepOptions(**values)
+
+
+def _finish(ctx: click.Context, result, output_format: str) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.counts.items()) if v)
+        click.echo(f"sweep    {result.name} ({result.sweep_id})\nstatus   {result.status}\n"
+                   f"trials   {result.total}: {counts}")
+        if result.best_key is not None:
+            click.echo(f"best     trial {result.best_key}: {result.best:.6g}")
+        click.echo(f"next     nnchain compare {result.name}   |   nnchain ui")
+    ctx.exit(EXIT_OK if result.status == "FINISHED" else EXIT_FAILED)
+
+
+def _run_options(function):
+    for option in reversed([
+        options.tracking_uri, options.ledger_url, options.address,
+        click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+                     help="Trials running at once [default: cluster CPUs / cpus per trial]."),
+        click.option("--cpus-per-trial", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="CPUs (and BLAS threads) of each trial."),
+        click.option("--pack", type=click.IntRange(min=1), default=None,
+                     help="Trials per Ray task [default: chosen from the sweep's size]."),
+        options.output_format,
+        click.option("--quiet", is_flag=True, help="No progress display."),
+    ]):
+        function = option(function)
+    return function
+
+
+def _execute(ctx: click.Context, call, quiet: bool, output_format: str) -> None:
+    from nnchain.cli.progress import sweep_progress
+    from nnchain.runner.driver import StopSweep
+
+    with sweep_progress(enabled=not quiet) as on_progress:
+        try:
+            result = call(on_progress)
+        except StopSweep:
+            click.echo("sweep cancelled; resume it with `nnchain sweep resume`", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+    _finish(ctx, result, output_format)
+
+
+@sweep.command("run")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@options.overrides
+@click.option("--name", default=None, help="Sweep name [default: the spec's name; "
+                                          "-2, -3, ... added when taken].")
+@click.option("--max-trials", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Refuse a sweep with more trials than this.")
+@_run_options
+@click.pass_context
+def run(ctx: click.Context, spec: str, overrides: tuple[str, ...], name: str | None,
+        max_trials: int, tracking_uri: str | None, ledger_url: str | None, address: str | None,
+        max_concurrent: int | None, cpus_per_trial: int, pack: int | None,
+        output_format: str, quiet: bool) -> None:
+    """Run every trial of the sweep in SPEC (YAML) on Ray, recorded in MLflow.
+
+    Exit 0 when every trial finished, 1 when some failed, 2 on bad input, 130 when
+    interrupted (the sweep stays resumable).
+    """
+    from nnchain.runner.sweep import run_sweep
+
+    sweep_options = _sweep_options(
+        tracking_uri=tracking_uri, ledger_url=ledger_url, address=address,
+        max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, max_trials=max_trials,
+        name=name, pack=pack)
+
+    def announce(created) -> None:
+        click.echo(f"sweep {created.name} ({created.id}): {created.trial_count} trials",
+                   err=True)
+
+    _execute(ctx, lambda on_progress: run_sweep(spec, overrides, sweep_options,
+                                                on_progress=on_progress,
+                                                on_created=announce),
+             quiet, output_format)
+
+
+@sweep.command("resume")
+@click.argument("sweep_ref", metavar="SWEEP")
+@_run_options
+@click.pass_context
+def resume(ctx: click.Context, sweep_ref: str, tracking_uri: str | None,
+           ledger_url: str | None, address: str | None, max_concurrent: int | None,
+           cpus_per_trial: int, pack: int | None, output_format: str, quiet: bool) -> None:
+    """Run the trials of SWEEP (name or id) that are not FINISHED, from their checkpoints."""
+    from nnchain.runner.sweep import resume_sweep
+
+    sweep_options = _sweep_options(
+        tracking_uri=tracking_uri, ledger_url=ledger_url, address=address,
+        max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, pack=pack)
+    _execute(ctx, lambda on_progress: resume_sweep(sweep_ref, sweep_options,
+                                                   on_progress=on_progress),
+             quiet, output_format)
+
+
+def _ledger(tracking_uri: str | None, ledger_url: str | None):
+    from nnchain.errors import SpecError
+    from nnchain.ledger.store import ledger_exists, open_ledger, resolve_ledger_url
+    from nnchain.tracking.store import resolve_tracking_uri
+
+    url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
+    if not ledger_exists(url):
+        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
+                                        f"ledger at {url}; run `nnchain sweep run` first")
+    return open_ledger(url, create=True)
+
+
+@sweep.command("status")
+@click.argument("sweep_ref", metavar="SWEEP", required=False)
+@options.tracking_uri
+@options.ledger_url
+@options.output_format
+def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | None,
+           output_format: str) -> None:
+    """Counts by state, progress and best so far of SWEEP (default: the newest sweep)."""
+    from nnchain.ledger.report import sweep_status
+
+    info = sweep_status(_ledger(tracking_uri, ledger_url), sweep_ref)
+    if output_format == "json":
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+        return
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in info["counts"].items() if v) or "none"
+    click.echo(f"sweep     {info['name']} ({info['id']})\nstatus    {info['status']}\n"
+               f"progress  {info['done']}/{info['total']} done ({counts})")
+    if info["best"] is not None:
+        click.echo(f"best      {info['metric']} = {info['best']:.6g} (trial {info['best_key']}, "
+                   f"run {info['best_run_id']})")
+    else:
+        click.echo(f"best      no finished trial with a finite {info['metric']} yet")
+
+
+@sweep.command("list")
+@options.tracking_uri
+@options.ledger_url
+@options.output_format
+def list_(tracking_uri: str | None, ledger_url: str | None, output_format: str) -> None:
+    """Every sweep of the ledger, newest first."""
+    from nnchain.ledger.report import sweep_rows
+
+    rows = sweep_rows(_ledger(tracking_uri, ledger_url))
+    if output_format == "json":
+        click.echo(json.dumps(rows, sort_keys=True, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("name", "id", "status", "trials", "finished", "failed", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["id"], row["status"], str(row["trials"]),
+                      str(row["finished"]), str(row["failed"]), str(row["created"])[:19])
+    Console(width=200).print(table)
+
+
+@sweep.command("cancel")
+@click.argument("sweep_ref", metavar="SWEEP")
+@options.tracking_uri
+@options.ledger_url
+def cancel(sweep_ref: str, tracking_uri: str | None, ledger_url: str | None) -> None:
+    """Ask SWEEP's driver to stop its trials (marked KILLED); the sweep stays resumable."""
+    from nnchain.ledger import sweeps as ledger_ops
+
+    ledger = _ledger(tracking_uri, ledger_url)
+    found = ledger_ops.find_sweep(ledger, sweep_ref)
+    ledger_ops.update_sweep(ledger, found.id, cancel_requested=1)
+    click.echo(f"cancel requested for sweep {found.name} ({found.id})")

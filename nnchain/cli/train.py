@@ -1,0 +1,96 @@
+"""``nnchain train`` and ``nnchain gradcheck``: one spec, one network."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from nnchain.cli import options
+from nnchain.cli.main import EXIT_FAILED, EXIT_OK
+
+
+def _load_config(spec: str, overrides: tuple[str, ...]) -> dict:
+    from nnchain.config import apply_overrides, resolve_config
+    from nnchain.yamlio import load_yaml_mapping
+
+    return resolve_config(apply_overrides(load_yaml_mapping(spec), overrides))
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@options.overrides
+@options.tracking_uri
+@click.option("--experiment", default="nnchain-train", show_default=True,
+              help="MLflow experiment the run goes into.")
+@click.option("--run-name", default=None, help="MLflow run name.")
+@click.option("--init-weights", type=click.Path(dir_okay=False), default=None,
+              help="Start from these weights (.npz with W1, b1, W2, b2, ...).")
+@click.option("--save-weights", type=click.Path(dir_okay=False), default=None,
+              help="Write the final weights to this .npz file.")
+@options.output_format
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx: click.Context, spec: str, overrides: tuple[str, ...], tracking_uri: str | None,
+          experiment: str, run_name: str | None, init_weights: str | None,
+          save_weights: str | None, output_format: str, quiet: bool) -> None:
+    """Train one network from SPEC (YAML) and record the run in MLflow.
+
+    Exit 0 when the run finished, 1 when it failed (e.g. diverged), 2 on bad input.
+    """
+    from nnchain.cli.progress import epoch_progress
+    from nnchain.runner.local import prepare_training, train_recorded
+    from nnchain.tracking.store import check_name
+
+    config = _load_config(spec, overrides)
+    check_name("--experiment", experiment)
+    job = prepare_training(config, init_weights)
+    with epoch_progress(config["train"]["epochs"], enabled=not quiet) as on_epoch:
+        result = train_recorded(job, tracking_uri=tracking_uri, experiment=experiment,
+                                run_name=run_name, save_path=save_weights, on_epoch=on_epoch)
+    if output_format == "json":
+        click.echo(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        click.echo(f"run_id   {result.run_id}\nstatus   {result.status}"
+                   + (f" ({result.reason})" if result.reason else "")
+                   + f"\nepochs   {result.epochs_run}")
+        for key in sorted(k for k in result.final if "/" not in k):
+            click.echo(f"{key:<16} {result.final[key]:.6g}")
+    ctx.exit(EXIT_OK if result.status == "FINISHED" else EXIT_FAILED)
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@options.overrides
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1),
+              help="How many training samples the check uses.")
+@click.option("--tolerance", default=1e-5, show_default=True, type=click.FloatRange(min=0),
+              help="Largest relative error that passes.")
+@options.output_format
+@click.pass_context
+def gradcheck(ctx: click.Context, spec: str, overrides: tuple[str, ...], samples: int,
+              tolerance: float, output_format: str) -> None:
+    """Check every parameter's gradient of SPEC's network against central differences.
+
+    The network is built in float64 on a few samples of the spec's data. Exit 0 when every
+    worst relative error is under the tolerance, 1 otherwise, 2 on bad input.
+    """
+    from nnchain.gradients import check_spec
+
+    config = _load_config(spec, overrides)
+    reports = check_spec(config, samples=samples)
+    passed = all(r.rel_error <= tolerance for r in reports.values())
+    if output_format == "json":
+        click.echo(json.dumps({
+            "passed": passed, "tolerance": tolerance,
+            "parameters": {name: {"rel_error": r.rel_error, "index": list(r.index),
+                                  "analytic": r.analytic, "numeric": r.numeric}
+                           for name, r in reports.items()}}, sort_keys=True))
+    else:
+        click.echo(f"{'param':<8}{'rel_error':>12}  {'worst index':<14}{'analytic':>14}"
+                   f"{'numeric':>14}  ok")
+        for name, r in reports.items():
+            ok = "yes" if r.rel_error <= tolerance else "NO"
+            click.echo(f"{name:<8}{r.rel_error:>12.3e}  {str(tuple(r.index)):<14}"
+                       f"{r.analytic:>14.6g}{r.numeric:>14.6g}  {ok}")
+    ctx.exit(EXIT_OK if passed else EXIT_FAILED)

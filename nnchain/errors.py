@@ -1,0 +1,59 @@
+"""One exception family for nnchain, translated to exit codes at the CLI boundary.
+
+Every exception here pickles (it may cross a Ray task boundary), so each one
+keeps its constructor arguments in ``args``.
+"""
+
+from __future__ import annotations
+
+
+class NnchainError(Exception):
+    """Base class of every error nnchain raises on purpose."""
+
+
+class SpecError(NnchainError):
+    """A user's input is invalid: one line naming the field, what must hold and what was given.
+
+    The CLI turns this into exit code 2, before anything is written.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class DivergedError(NnchainError):
+    """The training cost became NaN or infinite."""
+
+    def __init__(self, epoch: int, cost: float) -> None:
+        super().__init__(epoch, cost)
+        self.epoch = epoch
+        self.cost = cost
+
+    def __str__(self) -> str:
+        return f"diverged at epoch {self.epoch}"
+
+
+class GradientCheckError(NnchainError):
+    """An analytic gradient disagrees with central differences beyond the tolerance."""
+
+    def __init__(self, param: str, index: tuple, analytic: float, numeric: float,
+                 rel_error: float) -> None:
+        super().__init__(param, index, analytic, numeric, rel_error)
+        self.param = param
+        self.index = index
+        self.analytic = analytic
+        self.numeric = numeric
+        self.rel_error = rel_error
+
+    def __str__(self) -> str:
+        return (f"gradient of {self.param} at {self.index}: analytic {self.analytic:.6g} vs "
+                f"numeric {self.numeric:.6g} (relative error {self.rel_error:.3g})")
+
+
+class StoreError(NnchainError):
+    """A tracking store or ledger cannot be reached, written or is out of date."""

@@ -1,0 +1,122 @@
+"""Opening the ledger: where it lives, its engine and sessions.
+
+By default the ledger lives beside the MLflow store: ``ledger.db`` next to an SQLite
+store, the same database as a PostgreSQL store, ``./nnchain-runs/ledger.db`` for a
+tracking server. ``--ledger-url`` or ``NNCHAIN_LEDGER_URL`` put it elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nnchain.errors import SpecError, StoreError
+from nnchain.ledger.models import Base
+from nnchain.tracking.store import default_root, redact, sqlite_path
+
+LEDGER_ENV = "NNCHAIN_LEDGER_URL"
+
+
+def resolve_ledger_url(tracking_uri: str, ledger_url: str | None = None) -> str:
+    """The ledger's SQLAlchemy URL for a tracking URI (see the module docstring)."""
+    url = ledger_url or os.environ.get(LEDGER_ENV)
+    if url:
+        return url
+    db_file = sqlite_path(tracking_uri)
+    if db_file is not None:
+        return f"sqlite:///{db_file.parent / 'ledger.db'}"
+    if tracking_uri.startswith(("postgresql", "mysql")):
+        return tracking_uri
+    return f"sqlite:///{default_root() / 'ledger.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout, a missing folder is made."""
+    db_file = sqlite_path(url)
+    if db_file is not None:
+        try:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecError("--ledger-url", f"must be a writable location, cannot create "
+                                            f"'{db_file.parent}': {exc.strerror}") from None
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise SpecError("--ledger-url", f"must be an SQLAlchemy database URL, got "
+                                        f"{redact(url)!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class Ledger:
+    """The ledger's engine and sessions; queries live in ``nnchain.ledger.sweeps``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create the tables if missing (idempotent; safe when two processes race)."""
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError:
+            # another process may have created them between the check and the create
+            Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success, rolled back on error; DB errors become StoreError."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(f"ledger {redact(self.url)}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_ledger(url: str, *, create: bool = True) -> Ledger:
+    """Open the ledger at ``url``, creating its tables when ``create``; unreachable -> StoreError."""
+    ledger = Ledger(url)
+    try:
+        if create:
+            ledger.create_schema()
+        else:
+            with ledger.engine.connect():
+                pass
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open the ledger {redact(url)}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return ledger
+
+
+def ledger_exists(url: str) -> bool:
+    """Whether an SQLite ledger file exists (other databases: assumed to)."""
+    db_file = sqlite_path(url)
+    return db_file is None or Path(db_file).exists()

@@ -1,0 +1,204 @@
+"""A feed-forward network: Dense layers, one activation after each, and a cost.
+
+Layer i (1-based) maps a_{i-1}: (n, d_{i-1}) to z_i = a_{i-1} W_i + b_i and a_i = f_i(z_i);
+a_0 = x. The last activation and the cost form the output head (fused for sigmoid + bce
+and softmax + cross_entropy, see ``heads.py``). Parameters are named W1, b1, W2, b2, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from nnchain.errors import SpecError
+from nnchain.nn import diagnostics as diag
+from nnchain.nn.activations import ACTIVATIONS, RECTIFIERS, Activation
+from nnchain.nn.costs import COSTS, Cost
+from nnchain.nn.heads import make_head
+from nnchain.nn.init import INITIALIZERS
+from nnchain.nn.layers import Dense, input_grad
+from nnchain.nn.registry import lookup
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Network:
+    """Dense layers with activations and a cost.
+
+    ``forward_backward(x, y)`` is the training step's calculus: it returns the batch cost
+    and leaves dL/dW_i, dL/db_i in each layer's ``grads``.
+    """
+
+    def __init__(self, layers: list[Dense], activations: list[Activation], cost: Cost) -> None:
+        if not layers or len(layers) != len(activations):
+            raise SpecError("layers", "need one activation per layer and at least one layer, "
+                            f"but got {len(layers)} layers and {len(activations)} activations")
+        for i, (before, after) in enumerate(zip(layers, layers[1:]), start=1):
+            if before.shape[1] != after.shape[0]:
+                raise SpecError("layers", f"layer {i} outputs {before.shape[1]} values but "
+                                f"layer {i + 1} takes {after.shape[0]}")
+        dtypes = {layer.params["W"].dtype for layer in layers}
+        if len(dtypes) != 1:
+            raise SpecError("dtype", f"all layers must share one dtype, but got {dtypes}")
+        self.layers = layers
+        self.activations = activations
+        self.cost = cost
+        self.head = make_head(activations[-1], cost)
+        self.dtype: np.dtype = dtypes.pop()
+        self.diagnostics: dict[str, float] = {}
+        self._hidden = list(zip(layers[:-1], activations[:-1]))
+
+    @property
+    def sizes(self) -> list[int]:
+        """[n_inputs, *hidden widths, n_outputs]."""
+        return [self.layers[0].shape[0]] + [layer.shape[1] for layer in self.layers]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Output a_L for x: (n, n_inputs) -> (n, n_outputs); caches for ``backward``."""
+        a = self._as_input(x)
+        for layer, activation in zip(self.layers, self.activations):
+            a = activation.forward(layer.forward(a))
+        return a
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Accumulate grads for dout = dL/da_L: (n, n_outputs) after ``forward``; return dL/dx."""
+        grad = dout
+        for layer, activation in zip(reversed(self.layers), reversed(self.activations)):
+            grad = layer.backward(activation.backward(grad))
+        return grad
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray, *, accumulate: bool = False,
+                         diagnostics: bool = False) -> float:
+        """Batch cost at x: (n, n_inputs), y: (n, n_outputs), both of the network's dtype.
+
+        Writes dL/dparam into the layers' ``grads`` (adds to them with ``accumulate``).
+        With ``diagnostics``, also fills ``self.diagnostics`` (see ``diagnostics.py``) from
+        this batch; the head's ``output`` keeps the batch predictions.
+        """
+        if x.dtype != self.dtype or y.dtype != self.dtype:
+            raise SpecError("dtype", f"x and y must be {self.dtype}, but got {x.dtype} "
+                            f"and {y.dtype}")
+        a = x
+        for layer, activation in self._hidden:
+            a = activation.forward(layer.forward(a))
+        cost, dz = self.head.loss_and_grad(self.layers[-1].forward(a), y)
+
+        overwrite = not accumulate
+        deltas = []
+        for i in range(len(self.layers) - 1, 0, -1):
+            layer = self.layers[i]
+            if diagnostics:
+                deltas.append(diag.delta_norm(dz))
+            layer.accumulate_grads(dz, overwrite=overwrite)
+            dz = self.activations[i - 1].backward(input_grad(dz, layer.params["W"]))
+        if diagnostics:
+            deltas.append(diag.delta_norm(dz))
+        self.layers[0].accumulate_grads(dz, overwrite=overwrite)
+
+        if diagnostics:
+            self.diagnostics = self._layer_diagnostics(deltas[::-1])
+        return cost
+
+    def _layer_diagnostics(self, delta_norms: list[float]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for i, (layer, activation) in enumerate(zip(self.layers, self.activations), start=1):
+            metrics[diag.key("grad_norm", i)] = diag.frobenius(layer.grads["W"])
+            metrics[diag.key("delta_norm", i)] = delta_norms[i - 1]
+            metrics[diag.key("weight_norm", i)] = diag.frobenius(layer.params["W"])
+            if activation.name in RECTIFIERS and activation.output is not None:
+                metrics[diag.key("dead_fraction", i)] = diag.dead_fraction(activation.output)
+        return metrics
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Output for x: (n, n_inputs) -> (n, n_outputs), caching nothing."""
+        return self.head.predict(self.logits(x))
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Batch-mean cost at x against y, caching nothing."""
+        y = np.asarray(y, dtype=self.dtype)
+        return self.head.value(self.logits(x), y)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Pre-activations z_L: (n, n_outputs) of the output layer, caching nothing."""
+        a = self._as_input(x)
+        for layer, activation in self._hidden:
+            a = activation.function(a @ layer.params["W"] + layer.params["b"])
+        last = self.layers[-1].params
+        return a @ last["W"] + last["b"]
+
+    def _as_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            raise SpecError("x", f"must have shape (n, {self.sizes[0]}), but got {x.shape}")
+        return x
+
+    def zero_grad(self) -> None:
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, param, grad) for W1, b1, W2, b2, ...; the arrays themselves, not copies."""
+        for i, layer in enumerate(self.layers, start=1):
+            for kind in ("W", "b"):
+                yield f"{kind}{i}", layer.params[kind], layer.grads[kind]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter, keyed W1, b1, ...; W_i: (d_{i-1}, d_i), b_i: (d_i,)."""
+        return {name: param.copy() for name, param, _ in self.parameters()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy ``weights`` (keys and shapes as ``get_weights``) into the parameters.
+
+        Everything is validated first: a missing or unexpected key, a wrong shape or a
+        non-finite value raises SpecError(field="weights") and changes nothing.
+        """
+        expected = {name: param for name, param, _ in self.parameters()}
+        unexpected = sorted(set(weights) - set(expected))
+        if unexpected:
+            raise SpecError("weights", f"unexpected key {unexpected[0]!r}; keys must be "
+                            f"{', '.join(expected)}")
+        arrays = {}
+        for name, param in expected.items():
+            if name not in weights:
+                raise SpecError("weights", f"missing key {name!r} of shape {param.shape}")
+            given = np.asarray(weights[name])
+            if given.shape != param.shape:
+                raise SpecError("weights", f"{name} must have shape {param.shape}, but got "
+                                f"{given.shape}")
+            if not np.all(np.isfinite(given)):
+                raise SpecError("weights", f"{name} must be finite, but has "
+                                f"{int(np.size(given) - np.count_nonzero(np.isfinite(given)))} "
+                                "non-finite values")
+            arrays[name] = given
+        for name, param in expected.items():
+            np.copyto(param, arrays[name], casting="unsafe")
+
+    def __repr__(self) -> str:
+        names = [activation.name for activation in self.activations]
+        return (f"Network(sizes={self.sizes}, activations={names}, cost={self.cost.name}, "
+                f"dtype={self.dtype})")
+
+
+def build_network(sizes: list[int], *, activation: str, output: str, cost: str, init: str,
+                  rng: np.random.Generator, dtype: np.dtype | type = np.float64) -> Network:
+    """A network with layer widths ``sizes`` = [n_inputs, *hidden, n_outputs].
+
+    ``activation`` follows every hidden layer, ``output`` the last one; weights are drawn
+    from ``rng`` layer by layer with ``init``, biases are zero.
+    """
+    if (not isinstance(sizes, (list, tuple)) or len(sizes) < 2
+            or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes)):
+        raise SpecError("sizes", f"must be a list of at least 2 positive integers, but got "
+                        f"{sizes!r}")
+    hidden_cls = lookup(ACTIVATIONS, activation, "activation")
+    output_cls = lookup(ACTIVATIONS, output, "output")
+    cost_cls = lookup(COSTS, cost, "cost")
+    lookup(INITIALIZERS, init, "init")
+    dtype = np.dtype(dtype)
+    if dtype not in DTYPES:
+        raise SpecError("dtype", f"must be float32 or float64, but got {dtype}")
+    layers = [Dense(int(d_in), int(d_out), init=init, rng=rng, dtype=dtype)
+              for d_in, d_out in zip(sizes[:-1], sizes[1:])]
+    activations = [hidden_cls() for _ in layers[:-1]] + [output_cls()]
+    return Network(layers, activations, cost_cls())

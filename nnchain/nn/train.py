@@ -1,0 +1,158 @@
+"""The training loop, as a generator: one ``EpochRecord`` per epoch, so the caller can log,
+checkpoint or stop between epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnchain.errors import DivergedError, SpecError
+from nnchain.nn import diagnostics as diag
+from nnchain.nn.network import Network
+from nnchain.nn.optim import Optimizer
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch (0-based ``epoch``) measured, with the learning rate it used."""
+
+    epoch: int
+    lr: float
+    metrics: dict[str, float]
+
+
+def train_step(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
+               lr: float, diagnostics: bool = False) -> tuple[float, dict[str, float]]:
+    """One gradient step on the batch (x, y); returns (batch cost, diagnostics or {}).
+
+    The diagnostics (see ``diagnostics.py``) come from this batch's forward and backward
+    arrays and this step's updates; without them the step computes no norms at all.
+    """
+    cost = network.forward_backward(x, y, diagnostics=diagnostics)
+    update_norms = optimizer.step(lr, update_norms=diagnostics)
+    if not diagnostics:
+        return cost, {}
+    metrics = network.diagnostics
+    for i in range(1, len(network.layers) + 1):
+        metrics[diag.key("update_ratio", i)] = diag.update_ratio(
+            update_norms[f"W{i}"], metrics[diag.key("weight_norm", i)])
+    return cost, metrics
+
+
+def count_correct(output: np.ndarray, target: np.ndarray) -> int:
+    """Correct predictions: output > 0.5 vs target > 0.5 for one output column, else
+    argmax of output vs argmax of target."""
+    if output.shape[1] == 1:
+        return int(np.count_nonzero((output > 0.5) == (target > 0.5)))
+    return int(np.count_nonzero(output.argmax(axis=1) == target.argmax(axis=1)))
+
+
+def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
+                 epochs: int, batch_size: int | None, rng: np.random.Generator,
+                 x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                 schedule: Callable[[int], float] | None = None, start_epoch: int = 0,
+                 diagnostics: bool = True, accuracy: bool = False) -> Iterator[EpochRecord]:
+    """Train epochs ``start_epoch .. epochs - 1`` (``epochs`` is the run's total), yielding
+    an ``EpochRecord`` after each.
+
+    x: (n, n_inputs), y: (n, n_outputs) already encoded (one-hot or a 0/1 column) and
+    converted once to the network's dtype. ``batch_size`` None (or >= n) is full batch;
+    otherwise each epoch visits ``rng.permutation(n)`` in chunks of ``batch_size``.
+    ``schedule(epoch)`` gives each epoch's learning rate (default ``optimizer.lr``).
+    To resume a checkpointed run, restore weights, optimizer state and the rng's
+    ``bit_generator.state`` and pass ``start_epoch``: the run continues bit for bit.
+
+    Metrics: ``train_cost`` (batch costs weighted by batch size: no extra forward pass),
+    ``lr``, ``val_cost`` with validation data, ``train_accuracy`` (on each batch's
+    predictions, before its step) and ``val_accuracy`` with ``accuracy``; with
+    ``diagnostics``, the per-layer keys of ``diagnostics.py`` measured on the LAST batch
+    of the epoch. A non-finite batch cost raises DivergedError(epoch, running train cost)
+    at once.
+
+    Inputs are validated here, before the first epoch starts (SpecError).
+    """
+    x, y = _training_arrays(network, x, y, "x", "y")
+    has_val = x_val is not None or y_val is not None
+    if has_val:
+        if x_val is None or y_val is None:
+            raise SpecError("x_val", "x_val and y_val must be given together")
+        x_val, y_val = _training_arrays(network, x_val, y_val, "x_val", "y_val")
+    if not (isinstance(start_epoch, int) and isinstance(epochs, int) and
+            0 <= start_epoch <= epochs):
+        raise SpecError("epochs", f"0 <= start_epoch <= epochs must hold, but got "
+                        f"start_epoch={start_epoch!r}, epochs={epochs!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise SpecError("batch_size", f"must be None or an integer >= 1, but got "
+                        f"{batch_size!r}")
+    return _epochs(network, optimizer, x, y, epochs=epochs, batch_size=batch_size, rng=rng,
+                   x_val=x_val if has_val else None, y_val=y_val if has_val else None,
+                   schedule=schedule, start_epoch=start_epoch, diagnostics=diagnostics,
+                   accuracy=accuracy)
+
+
+def _epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
+            epochs: int, batch_size: int | None, rng: np.random.Generator,
+            x_val: np.ndarray | None, y_val: np.ndarray | None,
+            schedule: Callable[[int], float] | None, start_epoch: int, diagnostics: bool,
+            accuracy: bool) -> Iterator[EpochRecord]:
+    n = len(x)
+    full_batch = batch_size is None or batch_size >= n
+    for epoch in range(start_epoch, epochs):
+        lr = float(schedule(epoch)) if schedule is not None else optimizer.lr
+        total_cost, seen, correct = 0.0, 0, 0
+        metrics: dict[str, float] = {}
+        for x_batch, y_batch, last in _batches(x, y, None if full_batch else batch_size, rng):
+            cost, layer_metrics = train_step(network, optimizer, x_batch, y_batch, lr=lr,
+                                             diagnostics=diagnostics and last)
+            total_cost += cost * len(x_batch)
+            seen += len(x_batch)
+            if not math.isfinite(cost):
+                raise DivergedError(epoch, total_cost / seen)
+            if accuracy:
+                correct += count_correct(network.head.output, y_batch)
+            metrics.update(layer_metrics)
+        metrics = {"train_cost": total_cost / n, "lr": lr, **metrics}
+        if accuracy:
+            metrics["train_accuracy"] = correct / n
+        if x_val is not None and y_val is not None:
+            metrics.update(_validation_metrics(network, x_val, y_val, accuracy))
+        yield EpochRecord(epoch=epoch, lr=lr, metrics=metrics)
+
+
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int | None,
+             rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    """(x_batch, y_batch, is_last): the whole set, or a fresh shuffle cut in batches."""
+    if batch_size is None:
+        yield x, y, True
+        return
+    order = rng.permutation(len(x))
+    starts = range(0, len(x), batch_size)
+    for start in starts:
+        index = order[start:start + batch_size]
+        yield x[index], y[index], start == starts[-1]
+
+
+def _validation_metrics(network: Network, x_val: np.ndarray, y_val: np.ndarray,
+                        accuracy: bool) -> dict[str, float]:
+    z = network.logits(x_val)
+    metrics = {"val_cost": network.head.value(z, y_val)}
+    if accuracy:
+        metrics["val_accuracy"] = count_correct(network.head.predict(z), y_val) / len(x_val)
+    return metrics
+
+
+def _training_arrays(network: Network, x: np.ndarray, y: np.ndarray, x_name: str,
+                     y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """x, y as C-ordered arrays of the network's dtype, shapes checked."""
+    n_in, n_out = network.sizes[0], network.sizes[-1]
+    x = np.ascontiguousarray(x, dtype=network.dtype)
+    y = np.ascontiguousarray(y, dtype=network.dtype)
+    if x.ndim != 2 or x.shape[1] != n_in or len(x) == 0:
+        raise SpecError(x_name, f"must have shape (n, {n_in}) with n >= 1, but got {x.shape}")
+    if y.shape != (len(x), n_out):
+        raise SpecError(y_name, f"must have shape ({len(x)}, {n_out}), but got {y.shape}")
+    return x, y

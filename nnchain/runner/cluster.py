@@ -1,0 +1,56 @@
+"""Connecting to Ray: join the cluster the user names, or start a local one on demand."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+from nnchain.errors import SpecError
+
+
+def _reachable(address: str, timeout: float = 3.0) -> bool:
+    """Whether host:port of a Ray address accepts a TCP connection."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.hostname is None or parts.port is None:
+        return True  # not host:port ("auto", "local"): let Ray decide
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
+    """``ray.init`` on ``address`` (or ``RAY_ADDRESS``), else a local instance without dashboard.
+
+    Returns the cluster's resources. An address that cannot be reached is refused as bad
+    input, before anything is written.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    if address and not _reachable(address):
+        raise SpecError("--address", f"must reach a running Ray cluster, nothing answers at "
+                                     f"{address!r}")
+    runtime_env = {"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}}
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env=runtime_env)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SpecError("--address", f"must reach a running Ray cluster, could not connect to "
+                                     f"{address or 'a local instance'!r}: "
+                                     f"{str(exc).splitlines()[0]}") from None
+    return ray.cluster_resources()
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,370 @@
+"""The sweep driver's loop: dispatch packs of trials to Ray, record what comes back.
+
+The driver is the one writer: worker tasks stream messages, the driver writes metrics
+to MLflow in bulk, runs' status and tags through ``MlflowClient``, and trial states,
+checkpoints and heartbeats to the ledger. Tasks in flight are bounded and their
+messages are taken in completion order with ``ray.wait``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import ray
+
+from nnchain.job import Split
+from nnchain.ledger import sweeps as ledger_ops
+from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Sweep, Trial, \
+    utcnow
+from nnchain.ledger.store import Ledger
+from nnchain.runner.task import Work, run_pack
+from nnchain.tracking import sweep_runs
+from nnchain.tracking.metrics import MetricWriter, columns_to_rows
+
+# The trial task: a streaming generator, so the driver sees each message as it comes.
+remote_pack = ray.remote(num_returns="streaming", max_retries=0)(run_pack)
+
+
+@dataclass
+class Live:
+    """What the driver knows of one trial while the sweep runs."""
+
+    trial_id: int
+    key: str
+    index: int
+    repeat: int
+    config: dict
+    overrides: dict
+    data_index: int
+    run_id: str = ""
+    attempt: int = 0
+    retries: int = 0
+    last_step: int = -1
+    summary: dict = field(default_factory=dict)
+    started: float | None = None
+    state: str = PENDING
+
+
+@dataclass
+class Snapshot:
+    """Progress of a sweep, for the display."""
+
+    total: int
+    counts: Counter
+    best: float | None
+    best_key: str | None
+    metric: str
+    elapsed: float
+
+
+@dataclass
+class Settings:
+    cpus_per_trial: int = 1
+    max_concurrent: int = 2
+    pack: int = 1
+    flush_seconds: float = 1.0
+    max_retries: int = 2
+    trial_timeout: float | None = None
+    checkpoint_every: int = 0
+
+
+class StopSweep(Exception):
+    """Raised inside the loop when a cancel was requested."""
+
+
+class Driver:
+    def __init__(self, *, ledger: Ledger, client, writer: MetricWriter, sweep: Sweep,
+                 datasets: list[Split], data_keys: list[str], settings: Settings,
+                 on_progress: Callable[[Snapshot], None] | None = None) -> None:
+        self.ledger, self.client, self.writer, self.sweep = ledger, client, writer, sweep
+        self.settings = settings
+        self.on_progress = on_progress
+        self.data_refs = [ray.put(split) for split in datasets]
+        self.data_keys = data_keys
+        self.live: dict[int, Live] = {}
+        self.rows: dict[str, list] = {}
+        self.queue: deque[Work] = deque()
+        self.in_flight: dict = {}  # generator -> list of trial ids
+        self.counts: Counter = Counter()
+        self.best: tuple[float, str] | None = None
+        self.started = time.monotonic()
+        self._last_flush = self._last_beat = time.monotonic()
+        self._dirty: set[int] = set()
+        self.cancelled = False
+
+    # ---- setup -------------------------------------------------------------------------
+    def load(self, trials: Sequence[Trial]) -> None:
+        """Take the sweep's trials; those not FINISHED are queued (from their checkpoints)."""
+        for trial in trials:
+            live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
+                        trial.overrides, self.data_keys.index(_data_key(trial.config)),
+                        run_id=trial.run_id, attempt=trial.attempt, retries=trial.retries,
+                        last_step=trial.last_step, summary=dict(trial.summary or {}),
+                        state=trial.state)
+            self.live[trial.id] = live
+            if trial.state == FINISHED:
+                self.counts[FINISHED] += 1
+                self._consider_best(live, trial.metric)
+            else:
+                live.state = PENDING
+                self.queue.append(self._work(live))
+        self._progress()
+
+    def _work(self, live: Live) -> Work:
+        checkpoint = ledger_ops.load_checkpoint(self.ledger, live.trial_id)
+        return Work(trial_id=live.trial_id, key=live.key, config=live.config,
+                    attempt=live.attempt, data_index=live.data_index,
+                    checkpoint=checkpoint[1] if checkpoint else None,
+                    checkpoint_every=self.settings.checkpoint_every)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> Counter:
+        """Run every queued trial to an end; returns the final counts by state."""
+        try:
+            while self.queue or self.in_flight:
+                self._submit()
+                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=0.2)
+                for generator in ready:
+                    self._take(generator)
+                self._housekeeping()
+        except (KeyboardInterrupt, StopSweep):
+            self._stop_all("cancelled" if self.cancelled else "interrupted by the user")
+            self._flush()
+            raise
+        self._flush()
+        return self.counts
+
+    def _submit(self) -> None:
+        limit = max(1, self.settings.max_concurrent)
+        while self.queue and len(self.in_flight) < limit:
+            pack = [self.queue.popleft() for _ in range(min(self.settings.pack, len(self.queue)))]
+            generator = remote_pack.options(num_cpus=self.settings.cpus_per_trial).remote(
+                pack, self.settings.cpus_per_trial, self.settings.flush_seconds, *self.data_refs)
+            self.in_flight[generator] = [w.trial_id for w in pack]
+            for work in pack:
+                self.live[work.trial_id].state = "QUEUED"
+
+    def _take(self, generator) -> None:
+        try:
+            message = ray.get(next(generator))
+        except StopIteration:
+            self._finish_pack(generator, None)
+            return
+        except Exception as exc:  # the worker, its node or the object died: transient
+            self._finish_pack(generator, exc)
+            return
+        handler = getattr(self, f"_on_{message[0]}")
+        handler(*message[1:])
+
+    # ---- messages ----------------------------------------------------------------------
+    def _on_start(self, trial_id: int, attempt: int, start_ms: int) -> None:
+        live = self.live[trial_id]
+        live.state, live.started = RUNNING, time.monotonic()
+        if live.run_id:
+            sweep_runs.reopen_trial_run(self.client, live.run_id, attempt)
+        else:
+            live.run_id = sweep_runs.create_trial_run(
+                self.client, self.sweep.experiment_id, parent_run_id=self.sweep.parent_run_id,
+                sweep_id=self.sweep.id, trial_key=live.key, index=live.index,
+                repeat=live.repeat, attempt=attempt, config=live.config,
+                overrides=live.overrides, start_ms=start_ms)
+        ledger_ops.start_trial(self.ledger, trial_id, live.run_id, attempt)
+        self.counts[RUNNING] += 1
+        self._progress()
+
+    def _on_metrics(self, trial_id: int, first_step: int, columns: dict, stamps: list) -> None:
+        live = self.live[trial_id]
+        skip = max(0, live.last_step + 1 - first_step)  # steps already recorded (a retry)
+        if skip >= len(stamps):
+            return
+        if skip:
+            columns = {k: v[skip:] for k, v in columns.items()}
+            stamps, first_step = stamps[skip:], first_step + skip
+        self.rows.setdefault(live.run_id, []).extend(columns_to_rows(first_step, columns, stamps))
+        live.last_step = first_step + len(stamps) - 1
+        _update_summary(live.summary, columns)
+        self._dirty.add(trial_id)
+
+    def _on_checkpoint(self, trial_id: int, epoch: int, payload: bytes) -> None:
+        self._flush()  # metrics up to the checkpoint are in MLflow before it counts
+        ledger_ops.save_checkpoint(self.ledger, trial_id, epoch, payload)
+
+    def _on_end(self, trial_id: int, status: str, reason: str, epochs: int, final: dict,
+                weights: bytes | None, seconds: float, permanent: bool) -> None:
+        live = self.live[trial_id]
+        if not live.run_id:  # failed before it started (cannot happen after a start message)
+            self._on_start(trial_id, live.attempt, int(time.time() * 1000))
+        self._flush()
+        if weights is not None:
+            sweep_runs.log_weights(self.client, live.run_id, weights)
+        metric = _metric_value(live.summary, self.sweep.metric_name) if status == FINISHED \
+            else None
+        sweep_runs.end_run(self.client, live.run_id, status, reason)
+        ledger_ops.end_trial(self.ledger, trial_id, status, reason, metric=metric,
+                             summary=live.summary, epochs=epochs, last_step=live.last_step,
+                             train_seconds=seconds)
+        self.counts[RUNNING] -= 1
+        self.counts[status] += 1
+        live.state = status
+        if status == FINISHED:
+            self._consider_best(live, metric)
+        self._progress()
+
+    def _finish_pack(self, generator, error: Exception | None) -> None:
+        """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
+        trial_ids = self.in_flight.pop(generator)
+        for trial_id in trial_ids:
+            live = self.live[trial_id]
+            if live.state in (FINISHED, FAILED, KILLED):
+                continue
+            if live.state == RUNNING:
+                self.counts[RUNNING] -= 1
+                live.retries += 1
+                reason = _lost_reason(error)
+                if live.retries > self.settings.max_retries:
+                    self._fail(live, f"{reason}; retries exhausted ({self.settings.max_retries})")
+                    continue
+                live.attempt += 1
+                ledger_ops.update_trial(self.ledger, trial_id, state=PENDING,
+                                        retries=live.retries, attempt=live.attempt,
+                                        reason=reason)
+            live.state = PENDING
+            self.queue.appendleft(self._work(live))
+
+    def _fail(self, live: Live, reason: str) -> None:
+        self._flush()
+        if live.run_id:
+            sweep_runs.end_run(self.client, live.run_id, FAILED, reason)
+        ledger_ops.end_trial(self.ledger, live.trial_id, FAILED, reason, retries=live.retries,
+                             last_step=live.last_step, summary=live.summary)
+        live.state = FAILED
+        self.counts[FAILED] += 1
+        self._progress()
+
+    # ---- periodic work -----------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_flush >= self.settings.flush_seconds:
+            self._flush()
+        if now - self._last_beat >= 1.0:
+            self._last_beat = now
+            self._heartbeat()
+            self._check_timeouts()
+            self._progress()
+
+    def _heartbeat(self) -> None:
+        ledger_ops.update_sweep(self.ledger, self.sweep.id, heartbeat_at=utcnow())
+        running = [live.trial_id for live in self.live.values() if live.state == RUNNING]
+        if running:
+            with self.ledger.session() as session:
+                from sqlalchemy import update
+
+                session.execute(update(Trial).where(Trial.id.in_(running))
+                                .values(heartbeat_at=utcnow()))
+        if ledger_ops.find_sweep(self.ledger, self.sweep.id).cancel_requested:
+            self.cancelled = True
+            raise StopSweep()
+
+    def _check_timeouts(self) -> None:
+        timeout = self.settings.trial_timeout
+        if not timeout:
+            return
+        for generator, trial_ids in list(self.in_flight.items()):
+            for trial_id in trial_ids:
+                live = self.live[trial_id]
+                if live.state == RUNNING and time.monotonic() - live.started > timeout:
+                    ray.cancel(generator, force=True)
+                    self.counts[RUNNING] -= 1
+                    live.retries = self.settings.max_retries  # a hung trial is not retried
+                    self._fail(live, f"timed out after {timeout:g} s")
+                    self._finish_pack(generator, None)
+                    break
+
+    def _flush(self) -> None:
+        """Write buffered metric rows to MLflow, then the trials' progress to the ledger."""
+        for run_id, rows in self.rows.items():
+            self.writer.write(run_id, rows)
+        self.rows = {}
+        for trial_id in self._dirty:
+            live = self.live[trial_id]
+            ledger_ops.update_trial(self.ledger, trial_id, last_step=live.last_step,
+                                    summary=live.summary, heartbeat_at=utcnow(),
+                                    epochs=live.last_step + 1)
+        self._dirty = set()
+        self._last_flush = time.monotonic()
+
+    def _stop_all(self, reason: str) -> None:
+        """Cancel the tasks in flight and mark their running trials KILLED."""
+        for generator in list(self.in_flight):
+            ray.cancel(generator, force=True)
+        self._flush()
+        for live in self.live.values():
+            if live.state == RUNNING:
+                sweep_runs.end_run(self.client, live.run_id, KILLED, reason)
+                ledger_ops.end_trial(self.ledger, live.trial_id, KILLED, reason,
+                                     last_step=live.last_step, summary=live.summary)
+                live.state = KILLED
+                self.counts[RUNNING] -= 1
+                self.counts[KILLED] += 1
+        self.in_flight.clear()
+
+    # ---- best and progress -------------------------------------------------------------
+    def _consider_best(self, live: Live, metric: float | None) -> None:
+        if metric is None or not math.isfinite(metric):
+            return
+        sign = 1.0 if self.sweep.metric_goal == "minimize" else -1.0
+        if self.best is None or sign * metric < sign * self.best[0]:
+            self.best = (metric, live.key)
+
+    def _progress(self) -> None:
+        if self.on_progress is None:
+            return
+        best, key = self.best if self.best else (None, None)
+        self.on_progress(Snapshot(total=len(self.live), counts=Counter(self.counts), best=best,
+                                  best_key=key, metric=self.sweep.metric_name,
+                                  elapsed=time.monotonic() - self.started))
+
+
+def _data_key(config: dict) -> str:
+    import json
+
+    return json.dumps(config["data"], sort_keys=True)
+
+
+def _update_summary(summary: dict, columns: dict) -> None:
+    """Keep last / min / max of each metric's curve (NaN ignored for min and max)."""
+    import numpy as np
+
+    for key, values in columns.items():
+        values = np.asarray(values, dtype=float)
+        if values.size == 0:
+            continue
+        finite = values[np.isfinite(values)]
+        entry = summary.setdefault(key, {"last": None, "min": None, "max": None})
+        entry["last"] = float(values[-1]) if np.isfinite(values[-1]) else None
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            entry["min"] = low if entry["min"] is None else min(entry["min"], low)
+            entry["max"] = high if entry["max"] is None else max(entry["max"], high)
+
+
+def _metric_value(summary: dict, name: str) -> float | None:
+    entry = summary.get(name)
+    return None if entry is None else entry.get("last")
+
+
+def _lost_reason(error: Exception | None) -> str:
+    if error is None:
+        return "task ended without finishing the trial"
+    text = str(error).strip().splitlines()
+    return f"worker lost ({type(error).__name__}: {text[0] if text else ''})"[:500]
+
+
+def driver_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

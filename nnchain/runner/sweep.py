@@ -1,0 +1,203 @@
+"""``nnchain sweep run`` and ``resume``: everything validated, then Ray, MLflow and the ledger.
+
+Order matters for invariant 6 (bad input leaves no state): the spec is expanded and
+every cell resolved, names checked and Ray reached before the first write; then the
+MLflow store is created or checked once, by this process, before any worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nnchain.errors import SpecError
+from nnchain.job import make_data
+from nnchain.ledger import sweeps as ledger_ops
+from nnchain.ledger.models import FAILED, FINISHED, KILLED, SWEEP_FAILED, SWEEP_FINISHED, \
+    SWEEP_RUNNING, SWEEP_STOPPED, Sweep
+from nnchain.ledger.store import Ledger, open_ledger, resolve_ledger_url
+from nnchain.runner import cluster
+from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep, driver_identity
+from nnchain.tracking import sweep_runs
+from nnchain.tracking.metrics import MetricWriter
+from nnchain.tracking.store import artifact_root, check_name, experiment_id, open_client, \
+    redact, resolve_tracking_uri
+
+
+@dataclass
+class SweepOptions:
+    tracking_uri: str | None = None
+    ledger_url: str | None = None
+    address: str | None = None
+    max_concurrent: int | None = None  # default: the cluster's CPUs / cpus_per_trial
+    cpus_per_trial: int = 1
+    max_trials: int = 10_000
+    name: str | None = None
+    pack: int | None = None  # trials per Ray task; None: chosen from the sweep's size
+    flush_seconds: float = 1.0
+    num_cpus: int | None = None  # CPUs of a local Ray instance
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    status: str
+    counts: Counter
+    best_key: str | None
+    best: float | None
+    total: int
+
+    def as_dict(self) -> dict:
+        return {"sweep_id": self.sweep_id, "name": self.name,
+                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
+                "status": self.status, "trials": self.total,
+                "counts": {k: v for k, v in sorted(self.counts.items()) if v},
+                "best_trial": self.best_key, "best": self.best}
+
+
+def auto_pack(n_trials: int, slots: int) -> int:
+    """Trials per task: about four tasks per slot, at most 8 trials a task."""
+    return max(1, min(8, n_trials // max(1, slots * 4)))
+
+
+def _data_splits(configs: Sequence[dict]) -> tuple[list, list[str]]:
+    """Each distinct data section made once (shared through Ray's object store)."""
+    keys: list[str] = []
+    for config in configs:
+        key = json.dumps(config["data"], sort_keys=True)
+        if key not in keys:
+            keys.append(key)
+    return [make_data(json.loads(key)) for key in keys], keys
+
+
+def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
+              checkpoint_every: int) -> Settings:
+    if options.cpus_per_trial < 1:
+        raise SpecError("--cpus-per-trial", f"must be >= 1, got {options.cpus_per_trial}")
+    cpus = int(resources.get("CPU", 1))
+    if options.cpus_per_trial > cpus:
+        raise SpecError("--cpus-per-trial", f"must be <= the cluster's {cpus} CPUs, got "
+                                            f"{options.cpus_per_trial}")
+    slots = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
+    pack = options.pack or auto_pack(n_trials, slots)
+    return Settings(cpus_per_trial=options.cpus_per_trial, max_concurrent=slots, pack=pack,
+                    flush_seconds=options.flush_seconds, max_retries=spec.max_retries,
+                    trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every)
+
+
+def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
+              on_progress: Callable[[Snapshot], None] | None = None,
+              on_created: Callable[[Sweep], None] | None = None) -> SweepResult:
+    """Validate, record and run a new sweep to its end."""
+    from nnchain.sweep import expand, load_sweep_spec, spec_fingerprint
+
+    spec = load_sweep_spec(spec_path, overrides)
+    name = check_name("name", options.name or spec.name)
+    check_name("experiment", spec.experiment)
+    trials = expand(spec, max_trials=options.max_trials)
+    uri = resolve_tracking_uri(options.tracking_uri)
+    resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+    settings = _settings(spec, options, resources, len(trials),
+                         trials[0].config["train"].get("checkpoint_every", 0))
+    datasets, data_keys = _data_splits([t.config for t in trials])
+
+    client = open_client(uri)
+    ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
+    name = ledger_ops.free_name(ledger, name)
+    sweep_id = ledger_ops.new_sweep_id()
+    sweep = ledger_ops.create_sweep(
+        ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
+        fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
+        metric_goal=spec.metric.goal, tracking_uri=redact(uri), trials=trials,
+        options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
+                 "method": spec.method, "repeats": spec.repeats,
+                 "overrides": list(spec.overrides)})
+    exp_id = experiment_id(client, spec.experiment, artifact_root(uri))
+    parent = sweep_runs.create_parent_run(
+        client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
+        trial_count=len(trials), settings={
+            "sweep.method": spec.method, "sweep.metric": spec.metric.name,
+            "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
+            "sweep.trials": str(len(trials)), "sweep.seed": str(spec.seed)})
+    ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
+                            driver=driver_identity())
+    sweep = ledger_ops.find_sweep(ledger, sweep_id)
+    if on_created is not None:
+        on_created(sweep)
+    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+
+
+def resume_sweep(ref: str, options: SweepOptions,
+                 on_progress: Callable[[Snapshot], None] | None = None) -> SweepResult:
+    """Run the trials of an existing sweep that are not FINISHED, from their checkpoints."""
+    from nnchain.sweep import apply_spec_overrides, expand, parse_sweep_spec, spec_fingerprint
+    from nnchain.yamlio import parse_yaml
+
+    uri = resolve_tracking_uri(options.tracking_uri)
+    ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
+    sweep = ledger_ops.find_sweep(ledger, ref)
+    overrides = tuple(sweep.options.get("overrides", ()))
+    data = apply_spec_overrides(parse_yaml(sweep.spec_text, "spec"), overrides)
+    spec = parse_sweep_spec(data, sweep.spec_text, overrides=overrides)
+    trials = ledger_ops.trials_of(ledger, sweep.id)
+    resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+    settings = _settings(spec, options, resources, len(trials),
+                         trials[0].config["train"].get("checkpoint_every", 0) if trials else 0)
+    expected = spec_fingerprint(spec, expand(spec, max_trials=options.max_trials))
+    if expected != sweep.fingerprint:
+        raise SpecError("SWEEP", f"the spec of sweep {sweep.name!r} must not change, its "
+                                 f"stored spec now expands differently")
+    datasets, data_keys = _data_splits([t.config for t in trials])
+    client = open_client(uri)
+    ledger_ops.update_sweep(ledger, sweep.id, status=SWEEP_RUNNING, cancel_requested=0,
+                            driver=driver_identity())
+    sweep = ledger_ops.find_sweep(ledger, sweep.id)
+    sweep_runs.reopen_trial_run(client, sweep.parent_run_id, 0)
+    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+
+
+def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
+             datasets: list, data_keys: list[str],
+             on_progress: Callable[[Snapshot], None] | None) -> SweepResult:
+    writer = MetricWriter(client, uri)
+    driver = Driver(ledger=ledger, client=client, writer=writer, sweep=sweep,
+                    datasets=datasets, data_keys=data_keys, settings=settings,
+                    on_progress=on_progress)
+    driver.load(ledger_ops.trials_of(ledger, sweep.id))
+    try:
+        counts = driver.run()
+    except (KeyboardInterrupt, StopSweep):
+        _close(ledger, client, sweep, driver, SWEEP_STOPPED, KILLED)
+        raise
+    except BaseException:
+        _close(ledger, client, sweep, driver, SWEEP_FAILED, FAILED)
+        raise
+    finally:
+        writer.dispose()
+    status = SWEEP_FINISHED if counts[FINISHED] == len(driver.live) else SWEEP_FAILED
+    _close(ledger, client, sweep, driver, status, FINISHED if status == SWEEP_FINISHED
+           else FAILED)
+    best, best_key = driver.best if driver.best else (None, None)
+    return SweepResult(sweep.id, sweep.name, sweep.experiment_id, sweep.parent_run_id, status,
+                       counts, best_key, best, len(driver.live))
+
+
+def _close(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str,
+           run_status: str) -> None:
+    """End the parent run with the best trial tagged, and the sweep's ledger row."""
+    tags = {}
+    if driver.best is not None:
+        value, key = driver.best
+        best_live = next(live for live in driver.live.values() if live.key == key)
+        tags = {"nnchain.best_trial_key": key, "nnchain.best_run_id": best_live.run_id,
+                f"nnchain.best_{sweep.metric_name}": f"{value:.6g}" if math.isfinite(value)
+                else str(value)}
+    sweep_runs.end_run(client, sweep.parent_run_id, run_status, "" if run_status == FINISHED
+                       else f"sweep {status.lower()}", tags)
+    ledger_ops.update_sweep(ledger, sweep.id, status=status)

@@ -1,0 +1,132 @@
+"""The Ray task: trains a pack of trials in turn and streams what happens to the driver.
+
+The task is a streaming generator. It never writes to MLflow or the ledger: it yields
+messages (start, metrics, checkpoint, end) and the driver, the one writer, records
+them. Metrics leave the worker at most every ``flush_seconds`` and at each trial's end,
+in columns (one array per metric key), so curves show while a trial trains.
+Short trials are packed several to a task so that Ray's per-task cost stays small.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnchain.errors import DivergedError
+from nnchain.job import FAILED, FINISHED, Split, build_job
+
+
+@dataclass(frozen=True)
+class Work:
+    """One trial of a pack, as the driver hands it out."""
+
+    trial_id: int
+    key: str
+    config: dict
+    attempt: int
+    data_index: int
+    checkpoint: bytes | None = None
+    checkpoint_every: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Columns:
+    """Per-epoch metrics gathered in columns until the next flush."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_step = first_step
+        self.columns: dict[str, list[float]] = {}
+        self.timestamps: list[int] = []
+
+    def add(self, step: int, metrics: dict[str, float]) -> None:
+        offset = step - self.first_step
+        for key, value in metrics.items():
+            column = self.columns.setdefault(key, [])
+            if len(column) < offset:  # a key that appears late (rare): pad with NaN
+                column.extend([float("nan")] * (offset - len(column)))
+            column.append(value)
+        self.timestamps.append(_now_ms())
+
+    def take(self, trial_id: int) -> tuple | None:
+        if not self.timestamps:
+            return None
+        message = ("metrics", trial_id, self.first_step,
+                   {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()},
+                   self.timestamps)
+        self.first_step += len(self.timestamps)
+        self.columns, self.timestamps = {}, []
+        return message
+
+
+def weights_bytes(weights: dict[str, np.ndarray] | None) -> bytes | None:
+    if weights is None:
+        return None
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    return buffer.getvalue()
+
+
+def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[tuple]:
+    """Train one trial, yielding start / metrics / checkpoint / end messages."""
+    from nnchain.checkpoint import pack_checkpoint, restore_checkpoint
+
+    started = time.perf_counter()
+    yield ("start", work.trial_id, work.attempt, _now_ms())
+    try:
+        job = build_job(work.config, data=data)
+        start_epoch = restore_checkpoint(job, work.checkpoint) if work.checkpoint else 0
+    except Exception as exc:  # a trial's own config or data: permanent, not retried
+        yield ("end", work.trial_id, FAILED, f"{type(exc).__name__}: {exc}", 0, {}, None,
+               time.perf_counter() - started, True)
+        return
+    columns = _Columns(start_epoch)
+    last_flush = time.monotonic()
+    final: dict[str, float] = {}
+    status, reason, epochs_run = FINISHED, "", start_epoch
+    total = work.config["train"]["epochs"]
+    try:
+        for record in job.epochs(start_epoch):
+            columns.add(record.epoch, record.metrics)
+            final, epochs_run = record.metrics, record.epoch + 1
+            due = bool(work.checkpoint_every) and epochs_run % work.checkpoint_every == 0 \
+                and epochs_run < total
+            if due or time.monotonic() - last_flush >= flush_seconds:
+                message = columns.take(work.trial_id)
+                if message is not None:
+                    yield message
+                last_flush = time.monotonic()
+            if due:
+                yield ("checkpoint", work.trial_id, epochs_run, pack_checkpoint(job, epochs_run))
+    except DivergedError as exc:
+        status, reason = FAILED, str(exc)
+    message = columns.take(work.trial_id)
+    if message is not None:
+        yield message
+    yield ("end", work.trial_id, status, reason, epochs_run, dict(final),
+           weights_bytes(job.network.get_weights()), time.perf_counter() - started, False)
+
+
+def run_pack(works: list[Work], cpus: int, flush_seconds: float,
+             *datasets: Split) -> Iterator[tuple]:
+    """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
+
+    ``datasets`` come as separate arguments so that Ray resolves each object reference.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=cpus):
+        for work in works:
+            try:
+                yield from run_trial(work, datasets[work.data_index], flush_seconds)
+            except Exception as exc:  # a bug in nnchain itself: report it as the trial's end
+                reason = f"{type(exc).__name__}: {exc}"
+                yield ("end", work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)
+                traceback.print_exc()

@@ -1,0 +1,36 @@
+"""Sweep specs: parsing and validation, search spaces, expansion into trials, trial keys.
+
+Importing this package stays light (numpy, PyYAML and ``nnchain.config``; no ray or
+mlflow): the CLI validates a spec with it before anything heavy is imported.
+"""
+
+from nnchain.sweep.expansion import DEFAULT_MAX_TRIALS, Trial, describe_cell, expand, repeat_seed
+from nnchain.sweep.keys import spec_fingerprint, trial_key
+from nnchain.sweep.space import Distribution, Value, Values
+from nnchain.sweep.spec import (
+    METRICS,
+    Metric,
+    SweepSpec,
+    apply_spec_overrides,
+    load_sweep_spec,
+    parse_sweep_spec,
+)
+
+__all__ = [
+    "DEFAULT_MAX_TRIALS",
+    "METRICS",
+    "Distribution",
+    "Metric",
+    "SweepSpec",
+    "Trial",
+    "Value",
+    "Values",
+    "apply_spec_overrides",
+    "describe_cell",
+    "expand",
+    "load_sweep_spec",
+    "parse_sweep_spec",
+    "repeat_seed",
+    "spec_fingerprint",
+    "trial_key",
+]

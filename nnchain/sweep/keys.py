@@ -1,0 +1,55 @@
+"""Trial keys and sweep fingerprints: stable hashes of canonical JSON.
+
+A trial key names a cell by *what it trains*: the resolved config, so two cells that
+resolve alike (a value that only moves a dropped key) share one key, and the key does
+not depend on dict ordering, YAML comments or the spec's file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nnchain.sweep.expansion import Trial
+    from nnchain.sweep.spec import SweepSpec
+
+KEY_LENGTH = 16
+FINGERPRINT_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace; NaN and infinities are refused."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def trial_key(config: Mapping[str, Any]) -> str:
+    """First 16 hex characters of the sha256 of the resolved config's canonical JSON."""
+    return _digest(config)[:KEY_LENGTH]
+
+
+def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
+    """A hash of what a sweep promises: its set of trial keys, metric and search options.
+
+    Resuming a sweep is refused when this changes. It covers ``method``, ``metric``,
+    ``seed``, ``run_cap``, ``repeats`` and the set (not the order) of trial keys. It leaves
+    out what does not change which trials exist or how they are judged: ``name``,
+    ``experiment``, comments in the YAML, and the runner options ``max_retries`` and
+    ``trial_timeout`` (resuming with more retries or a longer timeout is a reason to resume).
+    """
+    payload = {
+        "version": FINGERPRINT_VERSION,
+        "method": spec.method,
+        "metric": {"name": spec.metric.name, "goal": spec.metric.goal},
+        "seed": spec.seed,
+        "run_cap": spec.run_cap,
+        "repeats": spec.repeats,
+        "trial_keys": sorted({trial.key for trial in trials}),
+    }
+    return _digest(payload)

@@ -1,0 +1,130 @@
+"""Where runs are recorded: the tracking URI, its artifact root, and opening the store once.
+
+The embedded default is ``./nnchain-runs/``: an SQLite MLflow store ``mlflow.db`` and
+artifacts under ``artifacts/``. ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` select a
+PostgreSQL database or an MLflow tracking server instead, as MLflow users expect.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nnchain.errors import SpecError, StoreError
+
+DEFAULT_ROOT = "nnchain-runs"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("NNCHAIN_HOME", DEFAULT_ROOT)).resolve()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI in force: the option, then ``MLFLOW_TRACKING_URI``, then the default."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{default_root() / 'mlflow.db'}"
+    if "://" not in uri and not uri.startswith("sqlite:"):
+        # a bare directory, as `mlflow ui --backend-store-uri ./dir` users write it
+        return f"sqlite:///{Path(uri).resolve() / 'mlflow.db'}"
+    return uri
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (safe for logs, params and errors)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI, or None for other stores."""
+    if not uri.startswith("sqlite:"):
+        return None
+    return Path(uri.split("sqlite:///", 1)[-1])
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where new experiments keep artifacts: beside an SQLite file, else the default root.
+
+    A tracking server decides for itself (None).
+    """
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    db_file = sqlite_path(uri)
+    base = db_file.parent if db_file is not None else default_root()
+    return (base / "artifacts").resolve().as_uri()
+
+
+def check_name(field: str, name: str) -> str:
+    """Experiment, sweep and artifact names: no path separators, no ``..``, no control chars."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise SpecError(field, "must be 1-100 characters of letters, digits, space, '.', '_' "
+                               f"or '-', starting with a letter or digit and without '..', "
+                               f"got {name!r}")
+    return name
+
+
+def prepare_location(uri: str) -> None:
+    """Make sure an SQLite store's directory exists and is writable (nothing else is created)."""
+    db_file = sqlite_path(uri)
+    if db_file is None:
+        return
+    directory = db_file.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError("--tracking-uri", f"must be a writable location, cannot create "
+                                          f"'{directory}': {exc.strerror}") from None
+    if not os.access(directory, os.W_OK) or (db_file.exists() and not os.access(db_file, os.W_OK)):
+        raise SpecError("--tracking-uri", f"must be a writable location, '{db_file}' is not")
+
+
+def open_client(uri: str):
+    """An MlflowClient on ``uri`` whose store exists and is at the installed schema.
+
+    Called once by the driver before any worker runs: it creates a brand-new store
+    (tables and migrations) in this one process. An out-of-date schema is refused with
+    the fix, never migrated silently.
+    """
+    prepare_location(uri)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as exc:
+        text = str(exc)
+        if "out-of-date database schema" in text or "mlflow db upgrade" in text:
+            raise StoreError(f"the MLflow store {redact(uri)} has an older schema than the "
+                             f"installed MLflow; back it up, then run: mlflow db upgrade "
+                             f"{redact(uri)}") from None
+        raise StoreError(f"cannot open the MLflow store {redact(uri)}: "
+                         f"{text.splitlines()[0] if text else type(exc).__name__}") from None
+    except Exception as exc:  # connection refused, bad driver, ... : one line, no traceback
+        raise StoreError(f"cannot open the MLflow store {redact(uri)}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from None
+    return client
+
+
+def experiment_id(client, name: str, location: str | None) -> str:
+    """The id of experiment ``name``, created if missing; safe when two processes race."""
+    from mlflow.exceptions import MlflowException
+
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        existing = client.get_experiment_by_name(name)  # another process created it first
+        if existing is None:
+            raise
+        return existing.experiment_id

@@ -1,0 +1,79 @@
+"""A sweep in MLflow: a parent run, and one nested child run per trial.
+
+All calls go through an explicit ``MlflowClient`` with run ids; the sweep's driver is
+the only process that calls them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from nnchain.config import to_params
+from nnchain.tracking.recorder import RunWriter
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def create_parent_run(client, experiment_id: str, *, sweep_id: str, name: str, spec_text: str,
+                      trial_count: int, settings: Mapping[str, str]) -> str:
+    """The sweep's parent run, with the spec as an artifact and sweep-level params."""
+    run = client.create_run(experiment_id, run_name=name, tags={
+        "nnchain.kind": "sweep", "nnchain.sweep_id": sweep_id, "nnchain.sweep": name,
+        "nnchain.trial_count": str(trial_count)})
+    RunWriter(client, run.info.run_id).log_params(settings)
+    with tempfile.TemporaryDirectory(prefix="nnchain-") as tmp:
+        spec_file = Path(tmp) / "spec.yaml"
+        spec_file.write_text(spec_text)
+        client.log_artifact(run.info.run_id, str(spec_file))
+    return run.info.run_id
+
+
+def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
+    """``t007 lr=0.5 hidden=[8]``: the index and the cell's own values, short keys."""
+    parts = []
+    for path, value in overrides.items():
+        short = path.rsplit(".", 1)[-1]
+        text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+        parts.append(f"{short}={text}")
+    return (f"t{index:03d} " + " ".join(parts)).strip()[:200]
+
+
+def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id: str,
+                     trial_key: str, index: int, repeat: int, attempt: int,
+                     config: Mapping, overrides: Mapping, start_ms: int | None = None) -> str:
+    """A nested child run for one trial; params = the trial's resolved config."""
+    run = client.create_run(experiment_id, start_time=start_ms or int(time.time() * 1000),
+                            run_name=trial_run_name(index, overrides), tags={
+                                PARENT_TAG: parent_run_id, "nnchain.kind": "trial",
+                                "nnchain.sweep_id": sweep_id, "nnchain.trial_key": trial_key,
+                                "nnchain.trial_index": str(index),
+                                "nnchain.repeat": str(repeat), "nnchain.attempt": str(attempt)})
+    RunWriter(client, run.info.run_id).log_params(to_params(config))
+    return run.info.run_id
+
+
+def reopen_trial_run(client, run_id: str, attempt: int) -> None:
+    """A retried or resumed trial continues in its run: RUNNING again, attempt tagged."""
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "nnchain.attempt", str(attempt))
+
+
+def end_run(client, run_id: str, status: str, reason: str = "",
+            tags: Mapping[str, str] | None = None) -> None:
+    """Tag the reason (and any extra tags), then set the terminal status."""
+    all_tags = dict(tags or {})
+    all_tags["nnchain.status_reason"] = reason
+    RunWriter(client, run_id).set_tags(all_tags)
+    client.set_terminated(run_id, status=status)
+
+
+def log_weights(client, run_id: str, payload: bytes) -> None:
+    """The trial's final weights as ``weights.npz`` in its artifacts."""
+    with tempfile.TemporaryDirectory(prefix="nnchain-") as tmp:
+        path = Path(tmp) / "weights.npz"
+        path.write_bytes(payload)
+        client.log_artifact(run_id, str(path))

@@ -1,0 +1,68 @@
+"""Shared fixtures: a quiet MLflow, one local Ray per session, throwaway PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+PG_ADMIN = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance with 2 CPUs, shared by the tests of the session."""
+    from nnchain.runner import cluster
+
+    resources = cluster.connect(None, num_cpus=2)
+    yield resources
+    cluster.shutdown()
+
+
+def _pg_available() -> bool:
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(PG_ADMIN)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import sqlalchemy
+
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
+    name = f"nnchain_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture
+def runs_home(tmp_path, monkeypatch):
+    """Run in a temp working directory so ./nnchain-runs/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("NNCHAIN_LEDGER_URL", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("NNCHAIN_HOME", raising=False)
+    return tmp_path
