@@ -9,14 +9,16 @@ cross-entropy output, on one fixed batch. Two kinds are timed:
 - diagnostic: the same plus the chain-rule diagnostics (grad, delta, weight norms, update
               ratios, dead fractions) the loop computes on an epoch's last batch.
 
-"numpy" is the same arithmetic written inline as one function (same numpy idioms, no
-layers, registries or method calls), so nnchain / numpy measures the engine's overhead.
+"numpy" is the same arithmetic written inline as one function (same numpy idioms and
+preallocated buffers, no layers, registries or method calls), so nnchain / numpy measures
+the engine's overhead.
 PyTorch (imported only here, skipped if missing) uses nn.Linear + F.cross_entropy +
 optim.SGD; its diagnostic step retains the pre-activation gradients.
 
-Implementations are timed in interleaved rounds in one process; each reported time is
-the median over rounds and each ratio the median of per-round ratios (robust to the
-drift of a shared machine). Ratios > 1 mean nnchain is faster.
+Implementations are timed in interleaved rounds in one process, each timed block after
+a short pause and one untimed step; each reported time is the median over rounds and
+each ratio the median of per-round ratios (robust to the drift of a shared machine).
+Ratios > 1 mean nnchain is faster.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 
@@ -45,67 +48,84 @@ CASES = [  # (sizes, batch, dtype, floor vs torch)
 ]
 NUMPY_FLOOR = 1 / 1.15  # nnchain within 15% of the hand-written step
 LR = 1e-3
+# Pause before each timed block: OpenBLAS worker threads spin ~0.1 s after a call, and
+# would otherwise compete with the next block's threads (PyTorch's, or OpenBLAS's own).
+SETTLE = 0.15
 
 
 # ---------------------------------------------------------------- hand-written numpy step
-def numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarray,
-               y: np.ndarray, lr: float, diagnostics: bool) -> tuple[float, dict]:
-    """Forward, backward and SGD update of a ReLU / softmax + CE network, inline."""
-    n = len(x)
-    dtype = x.dtype
-    ones_n = np.ones(n, dtype)
+def make_numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarray,
+                    y: np.ndarray, lr: float) -> Callable[[bool], tuple[float, dict]]:
+    """Forward, backward and SGD update of a ReLU / softmax + CE network, inline.
+
+    Written as a careful hand would: work buffers, gradients and update scratch arrays
+    allocated once, products through ``np.dot`` with ``out``, the same numpy idioms as
+    nnchain (ones-vector sums, global-max softmax shift, zeros-array ReLU).
+    """
+    n, dtype = len(x), x.dtype
     n_layers = len(weights)
-    acts = [x]
-    a = x
-    for i in range(n_layers - 1):
-        z = a @ weights[i]
-        z += biases[i]
-        a = np.maximum(z, np.zeros(z.shape, dtype)) if z.size <= 1 << 16 else np.maximum(z, 0)
-        acts.append(a)
-    z = a @ weights[-1]
-    z += biases[-1]
-    high = z.max()
-    shift = high if high - z.min() <= (43.0 if dtype == np.float32 else 354.0) else \
-        z.max(axis=1, keepdims=True)
-    shifted = z - shift
-    e = np.exp(shifted)
-    s = e @ np.ones(z.shape[1], dtype)
-    row_totals = y @ np.ones(z.shape[1], dtype)
-    cost = float(np.dot(row_totals, np.log(s)) - np.vdot(y, shifted)) / n
-    e /= s[:, None]
-    dz = e * row_totals[:, None]
-    dz -= y
-    dz *= 1 / n
-    metrics = {}
-    for i in range(n_layers - 1, -1, -1):
-        w = weights[i]
-        if diagnostics:
-            metrics[f"delta{i}"] = math.sqrt(float(np.vdot(dz, dz))) * math.sqrt(n)
-        grad_w = acts[i].T @ dz
-        grad_b = ones_n @ dz
-        if i > 0:
-            w_t = np.ascontiguousarray(w.T) if w.size <= 4096 else w.T
-            da = dz @ w_t
-            dz = da * (acts[i] > 0)
-        if diagnostics:
-            metrics[f"grad{i}"] = math.sqrt(float(np.vdot(grad_w, grad_w)))
-            weight_norm = math.sqrt(float(np.vdot(w, w)))
-            metrics[f"weight{i}"] = weight_norm
+    ones_n = np.ones(n, dtype)
+    ones_k = np.ones(weights[-1].shape[1], dtype)
+    zs = [np.empty((n, w.shape[1]), dtype) for w in weights]
+    deltas = [np.empty((n, w.shape[1]), dtype) for w in weights[:-1]]
+    zeros = [np.zeros((n, w.shape[1]), dtype) for w in weights[:-1]]
+    grads_w = [np.empty_like(w) for w in weights]
+    grads_b = [np.empty_like(b) for b in biases]
+    scratch_w = [np.empty_like(w) for w in weights]
+    scratch_b = [np.empty_like(b) for b in biases]
+    safe_span = 43.0 if dtype == np.float32 else 354.0
+
+    def step(diagnostics: bool) -> tuple[float, dict]:
+        acts = [x]
+        a = x
+        for i in range(n_layers - 1):
+            z = np.dot(a, weights[i], out=zs[i])
+            z += biases[i]
+            a = np.maximum(z, zeros[i], out=z) if z.size <= 1 << 16 else np.maximum(z, 0, out=z)
+            acts.append(a)
+        z = np.dot(a, weights[-1], out=zs[-1])
+        z += biases[-1]
+        high = z.max()
+        shift = high if high - z.min() <= safe_span else z.max(axis=1, keepdims=True)
+        shifted = z - shift
+        e = np.exp(shifted)
+        s = np.dot(e, ones_k)
+        cost = float(np.log(s).sum() - np.vdot(y, shifted)) / n
+        e /= s[:, None]
+        dz = e - y
+        dz *= 1 / n
+        metrics = {}
+        for i in range(n_layers - 1, -1, -1):
+            w = weights[i]
+            if diagnostics:
+                metrics[f"delta{i}"] = math.sqrt(float(np.vdot(dz, dz))) * math.sqrt(n)
+            grad_w = np.dot(acts[i].T, dz, out=grads_w[i])
+            grad_b = np.dot(ones_n, dz, out=grads_b[i])
             if i > 0:
-                metrics[f"dead{i}"] = float(np.count_nonzero(acts[i].max(axis=0) <= 0)) / \
-                    acts[i].shape[1]
-        update_w = grad_w * -lr
-        w += update_w
-        biases[i] += grad_b * -lr
-        if diagnostics:
-            metrics[f"ratio{i}"] = math.sqrt(float(np.vdot(update_w, update_w))) / weight_norm
-    return cost, metrics
+                w_t = np.ascontiguousarray(w.T) if w.size <= 16384 else w.T
+                da = np.dot(dz, w_t, out=deltas[i - 1])
+                dz = np.multiply(da, acts[i] > 0, out=da)
+            if diagnostics:
+                metrics[f"grad{i}"] = math.sqrt(float(np.vdot(grad_w, grad_w)))
+                weight_norm = math.sqrt(float(np.vdot(w, w)))
+                metrics[f"weight{i}"] = weight_norm
+                if i > 0:
+                    metrics[f"dead{i}"] = float(
+                        np.count_nonzero(acts[i].max(axis=0) <= 0)) / acts[i].shape[1]
+            update_w = np.multiply(grad_w, -lr, out=scratch_w[i])
+            w += update_w
+            biases[i] += np.multiply(grad_b, -lr, out=scratch_b[i])
+            if diagnostics:
+                metrics[f"ratio{i}"] = math.sqrt(float(np.vdot(update_w, update_w))) / weight_norm
+        return cost, metrics
+
+    return step
 
 
 # ---------------------------------------------------------------- PyTorch step
 def torch_model(weights: list[np.ndarray], biases: list[np.ndarray]):
     layers = []
-    for w, b in zip(weights, biases):
+    for w, b in zip(weights, biases, strict=True):
         linear = torch.nn.Linear(*w.shape, dtype=torch.from_numpy(w).dtype)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
@@ -131,7 +151,7 @@ def torch_step(layers, optimizer, x, labels, diagnostics: bool) -> tuple[float, 
     metrics = {}
     if not diagnostics:
         optimizer.step()
-        return float(loss), metrics
+        return float(loss.detach()), metrics
     n = len(x)
     with torch.no_grad():
         before = [linear.weight.clone() for linear in layers]
@@ -144,7 +164,7 @@ def torch_step(layers, optimizer, x, labels, diagnostics: bool) -> tuple[float, 
         optimizer.step()
         for i, linear in enumerate(layers):
             metrics[f"ratio{i}"] = float((linear.weight - before[i]).norm()) / metrics[f"weight{i}"]
-    return float(loss), metrics
+    return float(loss.detach()), metrics
 
 
 # ---------------------------------------------------------------- timing
@@ -170,7 +190,7 @@ def matmul_rate(dtype: type, n: int = 512, k: int = 1024, m: int = 1024) -> floa
 
 def step_flops(sizes: list[int], batch: int) -> int:
     """Multiply-adds x 2 of forward (x W), dW (x^T dz) and dx (dz W^T, not for layer 1)."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
+    pairs = list(pairwise(sizes))
     forward = sum(d_in * d_out for d_in, d_out in pairs)
     backward_input = sum(d_in * d_out for d_in, d_out in pairs[1:])
     return 2 * batch * (2 * forward + backward_input)
@@ -188,12 +208,12 @@ def bench_case(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict:
     weights = [start[f"W{i}"].copy() for i in range(1, len(sizes))]
     biases = [start[f"b{i}"].copy() for i in range(1, len(sizes))]
 
+    numpy_step = make_numpy_step(weights, biases, x, y, LR)
     steps: dict[str, dict[str, Callable[[], object]]] = {"normal": {}, "diagnostic": {}}
     for kind, diagnostics in (("normal", False), ("diagnostic", True)):
         steps[kind]["nnchain"] = (lambda d=diagnostics: train_step(
             network, optimizer, x, y, lr=LR, diagnostics=d))
-        steps[kind]["numpy"] = (lambda d=diagnostics: numpy_step(
-            weights, biases, x, y, LR, d))
+        steps[kind]["numpy"] = (lambda d=diagnostics: numpy_step(d))
     if torch is not None:
         layers = torch_model(weights, biases)
         torch_optimizer = torch.optim.SGD([p for layer in layers for p in layer.parameters()],
@@ -214,11 +234,14 @@ def bench_case(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict:
         names = list(impls)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(SETTLE)
+                impls[name]()
                 times[name].append(time_per_call(impls[name], calls[name]))
         result[kind] = {
             "time": {name: statistics.median(t) for name, t in times.items()},
             "ratio": {other: statistics.median(o / s for o, s in zip(times[other],
-                                                                    times["nnchain"]))
+                                                                    times["nnchain"],
+                                                                    strict=True))
                       for other in names if other != "nnchain"},
         }
     return result
@@ -228,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="5 rounds, for a smoke test")
+    parser.add_argument("--case", type=int, action="append",
+                        help="run only this case (1-based, repeatable)")
     args = parser.parse_args(argv)
     rounds = 5 if args.quick else args.rounds
     if torch is None:
@@ -242,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     failures = []
     largest = None
-    for sizes, batch, dtype, torch_floor in CASES:
+    cases = [CASES[i - 1] for i in args.case] if args.case else CASES
+    for sizes, batch, dtype, torch_floor in cases:
         result = bench_case(sizes, batch, dtype, rounds)
         name = "-".join(map(str, sizes))
         for kind in ("normal", "diagnostic"):

@@ -36,6 +36,7 @@ INIT_ALIASES = {"he": "he_normal", "xavier_uniform": "glorot_uniform",
                 "xavier_normal": "glorot_normal"}
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 SCHEDULE_NAMES = ("constant", "step", "exponential", "cosine")
+DIAGNOSTIC_NAMES = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
 
 # Which optional keys apply to which choice; the others are dropped on resolve.
 OPTIMIZER_KEYS = {
@@ -57,7 +58,7 @@ GENERATOR_KEYS = {
 class Field:
     """One config key: its kind, default and the rule a value must keep."""
 
-    kind: str  # "int" | "float" | "bool" | "str" | "choice" | "int_list"
+    kind: str  # "int" | "float" | "bool" | "str" | "choice" | "int_list" | "choice_list"
     default: Any
     rule: str = ""  # human text of what must hold, e.g. "> 0"
     check: Callable[[Any], bool] | None = None
@@ -109,6 +110,7 @@ FIELDS: dict[str, Field] = {
     "train.gamma": Field("float", 0.5, "in (0, 1]", lambda x: 0 < x <= 1),
     "train.step_size": Field("int", 100, ">= 1", lambda x: x >= 1),
     "train.min_lr": Field("float", 0.0, ">= 0", _non_negative),
+    "train.track": Field("choice_list", list(DIAGNOSTIC_NAMES), choices=DIAGNOSTIC_NAMES),
     "train.checkpoint_every": Field("int", 0, ">= 0 (0: only at the end)", _non_negative),
 }
 
@@ -153,6 +155,17 @@ def check_value(path: str, value: Any) -> Any:
             hint = did_you_mean(value, field.choices) if isinstance(value, str) else ""
             raise SpecError(path, f"must be one of {', '.join(field.choices)}, "
                                   f"got {value!r}{hint}")
+    elif kind == "choice_list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise SpecError(path, f"must be a list of {', '.join(field.choices)}, got {value!r}")
+        for item in value:
+            if not isinstance(item, str) or item not in field.choices:
+                hint = did_you_mean(item, field.choices) if isinstance(item, str) else ""
+                raise SpecError(path, f"items must be among {', '.join(field.choices)}, "
+                                      f"got {item!r}{hint}")
+        return [name for name in field.choices if name in value]  # canonical order
     elif kind == "int_list":
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]

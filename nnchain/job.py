@@ -9,11 +9,12 @@ dataset, made once), ``seed`` makes the initial weights and the mini-batch order
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from nnchain.config import DIAGNOSTIC_NAMES
 from nnchain.data import Dataset, encode_targets, load_dataset, split, standardize
 from nnchain.errors import DivergedError
 from nnchain.nn import EpochRecord, Network, build_network, make_optimizer, make_schedule, \
@@ -48,7 +49,20 @@ class Job:
         return self.data.train.task != "regression"
 
     def epochs(self, start_epoch: int = 0) -> Iterator[EpochRecord]:
-        """Train from ``start_epoch`` to the configured epochs, one record per epoch."""
+        """Train from ``start_epoch`` to the configured epochs, one record per epoch.
+
+        Only the diagnostics named in ``train.track`` are kept in the records.
+        """
+        track = tuple(self.config["train"].get("track", ()))
+        records = self._train(start_epoch, diagnostics=bool(track))
+        for record in records:
+            if len(track) < len(DIAGNOSTIC_NAMES):
+                record = replace(record, metrics={
+                    k: v for k, v in record.metrics.items()
+                    if "/" not in k or k.split("/", 1)[0] in track})
+            yield record
+
+    def _train(self, start_epoch: int, diagnostics: bool) -> Iterator[EpochRecord]:
         train = self.config["train"]
         dtype = self.network_dtype
         return train_epochs(
@@ -57,7 +71,7 @@ class Job:
             epochs=train["epochs"], batch_size=train["batch_size"], rng=self.shuffle_rng,
             x_val=None if self.data.val is None else self.data.val.x.astype(dtype, copy=False),
             y_val=self.y_val, schedule=self.schedule, start_epoch=start_epoch,
-            diagnostics=True, accuracy=self.classification)
+            diagnostics=diagnostics, accuracy=self.classification)
 
     @property
     def network_dtype(self) -> np.dtype:

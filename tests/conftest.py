@@ -24,6 +24,14 @@ def ray_local():
     cluster.shutdown()
 
 
+@pytest.fixture(scope="session")
+def ray_address(ray_local) -> str:
+    """The GCS address of the session's Ray, for subprocess drivers to join."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def _pg_available() -> bool:
     try:
         import sqlalchemy

@@ -7,6 +7,7 @@ check, a verify); 2 bad input, refused before anything was written; 130 interrup
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -35,6 +36,7 @@ class TranslatingGroup(click.Group):
 @click.version_option(__version__, prog_name="nnchain")
 def main() -> None:
     """Backpropagation experiments: train numpy networks, sweep them on Ray, record in MLflow."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

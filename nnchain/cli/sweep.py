@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -57,8 +58,9 @@ def _execute(ctx: click.Context, call, quiet: bool, output_format: str) -> None:
     with sweep_progress(enabled=not quiet) as on_progress:
         try:
             result = call(on_progress)
-        except StopSweep:
-            click.echo("sweep cancelled; resume it with `nnchain sweep resume`", err=True)
+        except StopSweep as stop:
+            click.echo(f"sweep stopped ({stop}); its running trials are KILLED, resume it "
+                       "with `nnchain sweep resume`", err=True)
             ctx.exit(EXIT_INTERRUPTED)
     _finish(ctx, result, output_format)
 
@@ -137,8 +139,12 @@ def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | No
            output_format: str) -> None:
     """Counts by state, progress and best so far of SWEEP (default: the newest sweep)."""
     from nnchain.ledger.report import sweep_status
+    from nnchain.runner.reaper import reap_with_store
+    from nnchain.tracking.store import resolve_tracking_uri
 
-    info = sweep_status(_ledger(tracking_uri, ledger_url), sweep_ref)
+    ledger = _ledger(tracking_uri, ledger_url)
+    reap_with_store(ledger, resolve_tracking_uri(tracking_uri))
+    info = sweep_status(ledger, sweep_ref)
     if output_format == "json":
         click.echo(json.dumps(info, sort_keys=True, default=str))
         return
@@ -176,15 +182,44 @@ def list_(tracking_uri: str | None, ledger_url: str | None, output_format: str) 
     Console(width=200).print(table)
 
 
+DRIVER_SILENT = 5.0  # seconds without heartbeat (the driver beats every second)
+
+
 @sweep.command("cancel")
 @click.argument("sweep_ref", metavar="SWEEP")
 @options.tracking_uri
 @options.ledger_url
-def cancel(sweep_ref: str, tracking_uri: str | None, ledger_url: str | None) -> None:
-    """Ask SWEEP's driver to stop its trials (marked KILLED); the sweep stays resumable."""
+@click.option("--wait", default=15.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait for a live driver to stop.")
+def cancel(sweep_ref: str, tracking_uri: str | None, ledger_url: str | None,
+           wait: float) -> None:
+    """Stop SWEEP's trials (runs marked KILLED); the sweep stays resumable.
+
+    A live driver is asked to stop and given up to --wait seconds; a sweep whose driver is
+    gone is closed here.
+    """
     from nnchain.ledger import sweeps as ledger_ops
+    from nnchain.ledger.models import SWEEP_RUNNING
+    from nnchain.runner.reaper import reap_with_store
+    from nnchain.tracking.store import resolve_tracking_uri
 
     ledger = _ledger(tracking_uri, ledger_url)
     found = ledger_ops.find_sweep(ledger, sweep_ref)
+    if found.status != SWEEP_RUNNING:
+        click.echo(f"sweep {found.name} ({found.id}) is not running ({found.status})")
+        return
     ledger_ops.update_sweep(ledger, found.id, cancel_requested=1)
-    click.echo(f"cancel requested for sweep {found.name} ({found.id})")
+    uri = resolve_tracking_uri(tracking_uri)
+    deadline = time.monotonic() + wait
+    while True:
+        if ledger_ops.find_sweep(ledger, found.id).status != SWEEP_RUNNING:
+            click.echo(f"sweep {found.name} ({found.id}) cancelled by its driver")
+            return
+        # a driver silent for DRIVER_SILENT seconds is gone: close the sweep's runs here
+        if reap_with_store(ledger, uri, grace=DRIVER_SILENT, sweep_id=found.id):
+            click.echo(f"sweep {found.name} ({found.id}) cancelled (its driver was gone)")
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the driver of sweep {found.name} did not stop within "
+                                       f"{wait:g} s; the cancel request stays set")
+        time.sleep(0.5)

@@ -78,6 +78,7 @@ class Trial(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    worker: Mapped[str] = mapped_column(String(200), default="")  # host:pid of the attempt
 
 
 class Checkpoint(Base):

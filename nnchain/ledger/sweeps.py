@@ -40,7 +40,8 @@ def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, s
         sweep = Sweep(id=sweep_id, name=name, experiment=experiment, spec_text=spec_text,
                       fingerprint=fingerprint, metric_name=metric_name,
                       metric_goal=metric_goal, options=dict(options),
-                      tracking_uri=tracking_uri, trial_count=len(trials))
+                      tracking_uri=tracking_uri, trial_count=len(trials),
+                      heartbeat_at=utcnow())
         session.add(sweep)
         session.flush()
         session.add_all(Trial(sweep_id=sweep_id, key=t.key, index=t.index, repeat=t.repeat,
@@ -107,10 +108,11 @@ def update_trial(ledger: Ledger, trial_id: int, **values: Any) -> None:
         session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
 
 
-def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int) -> None:
+def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int,
+                worker: str = "") -> None:
     now = utcnow()
     update_trial(ledger, trial_id, state=RUNNING, run_id=run_id, attempt=attempt,
-                 started_at=now, heartbeat_at=now, reason="")
+                 started_at=now, heartbeat_at=now, reason="", worker=worker)
 
 
 def end_trial(ledger: Ledger, trial_id: int, state: str, reason: str = "",

@@ -1,13 +1,15 @@
 """Element-wise activations a = f(z) and their backward passes dz = f'(z) * da.
 
 Each backward pure function takes the cached *output* a (every derivative here can be
-written in terms of a) and the upstream gradient da: (n, d), and returns a new array dz;
-da is never written into.
+written in terms of a) and the upstream gradient da: (n, d), and returns dz: a new array,
+or ``out`` when given. da is never written into unless the caller passes ``out=da``.
+Forward functions likewise accept ``out`` (which may be z itself).
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
@@ -17,65 +19,80 @@ from nnchain.nn import fastmath
 LEAKY_SLOPE = 0.01
 
 
-def identity(z: np.ndarray) -> np.ndarray:
-    return z
+def identity(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return z
+    np.copyto(out, z)
+    return out
 
 
-def identity_backward(a: np.ndarray, da: np.ndarray) -> np.ndarray:
-    return da.copy()
+def identity_backward(a: np.ndarray, da: np.ndarray,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return da.copy()
+    np.copyto(out, da)
+    return out
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 / (1 + exp(-z)), as 0.5 + 0.5 tanh(z/2): no overflow for large |z|."""
-    a = np.tanh(z * 0.5)
+    a = np.multiply(z, 0.5, out=out)
+    np.tanh(a, out=a)
     a *= 0.5
     a += 0.5
     return a
 
 
-def sigmoid_backward(a: np.ndarray, da: np.ndarray) -> np.ndarray:
+def sigmoid_backward(a: np.ndarray, da: np.ndarray,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """dz = da * a (1 - a)."""
-    return da * (a * (1 - a))
+    return np.multiply(da, a * (1 - a), out=out)
 
 
-def tanh(z: np.ndarray) -> np.ndarray:
-    return np.tanh(z)
+def tanh(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.tanh(z, out=out)
 
 
-def tanh_backward(a: np.ndarray, da: np.ndarray) -> np.ndarray:
+def tanh_backward(a: np.ndarray, da: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """dz = da * (1 - a^2)."""
-    return da * (1 - a * a)
+    return np.multiply(da, 1 - a * a, out=out)
 
 
-def relu(z: np.ndarray) -> np.ndarray:
-    return fastmath.relu(z)
+def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return fastmath.relu(z, out=out)
 
 
-def relu_backward(a: np.ndarray, da: np.ndarray) -> np.ndarray:
+def relu_backward(a: np.ndarray, da: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """dz = da where z > 0 (equivalently a > 0), else 0; the kink at 0 gets slope 0."""
-    return da * (a > 0)
+    return np.multiply(da, a > 0, out=out)
 
 
-def leaky_relu(z: np.ndarray) -> np.ndarray:
+def leaky_relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """z for z > 0, 0.01 z otherwise (max(z, 0.01 z) since the slope is below 1)."""
-    return np.maximum(z, z * LEAKY_SLOPE)
+    return np.maximum(z, z * LEAKY_SLOPE, out=out)
 
 
-def leaky_relu_backward(a: np.ndarray, da: np.ndarray) -> np.ndarray:
+def leaky_relu_backward(a: np.ndarray, da: np.ndarray,
+                        out: np.ndarray | None = None) -> np.ndarray:
     """dz = da where a > 0, else 0.01 da."""
-    return np.where(a > 0, da, da * LEAKY_SLOPE)
+    slope = np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE))
+    return np.multiply(da, slope, out=out)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Row-wise exp(z) / sum exp(z) for z: (n, k), shifted for stability."""
-    e = np.exp(z - fastmath.softmax_shift(z))
+    e = np.subtract(z, fastmath.softmax_shift(z), out=out)
+    np.exp(e, out=e)
     e /= fastmath.row_sums(e)[:, None]
     return e
 
 
-def softmax_backward(p: np.ndarray, da: np.ndarray) -> np.ndarray:
+def softmax_backward(p: np.ndarray, da: np.ndarray,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """dz = p * (da - sum_j da_j p_j) row by row (the softmax Jacobian applied to da)."""
-    dz = da * p
+    dz = np.multiply(da, p, out=out)
     dz -= p * fastmath.row_sums(dz)[:, None]
     return dz
 
@@ -87,23 +104,26 @@ class Activation:
     """
 
     name: ClassVar[str]
-    function: ClassVar[Callable[[np.ndarray], np.ndarray]]
-    derivative: ClassVar[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    function: ClassVar[Callable[..., np.ndarray]]
+    derivative: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(self) -> None:
         self.output: np.ndarray | None = None
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
-        """a = f(z), z: (n, d) -> a: (n, d); caches a."""
-        a = self.function(z)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """a = f(z), z: (n, d) -> a: (n, d), into ``out`` if given; caches a."""
+        a = self.function(z, out)
         self.output = a
         return a
 
-    def backward(self, da: np.ndarray) -> np.ndarray:
-        """dL/dz from dL/da: (n, d), using the output cached by the last ``forward``."""
+    def backward(self, da: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """dL/dz from dL/da: (n, d), using the output cached by the last ``forward``.
+
+        A new array unless ``out`` is given; da itself is written only if ``out`` is da.
+        """
         if self.output is None:
             raise NnchainError(f"{self.name}.backward called before forward")
-        return self.derivative(self.output, da)
+        return self.derivative(self.output, da, out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -3,6 +3,8 @@
 Each helper computes the textbook expression in its docstring; it exists because that
 expression, written directly, runs several times slower for the narrow arrays of small
 networks (a 512x2 row max takes ~18 us as ``z.max(axis=1)``, ~1 us as a global max).
+Products go through ``np.dot``, whose call overhead is below ``np.matmul``'s; with ``out``
+it also refuses a result of another dtype rather than upcasting.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 
-# Transposed right-hand operands below this many elements are copied to C order before
-# ``@``: BLAS runs ``dz @ W.T`` on a tiny W markedly slower than on a contiguous copy.
-SMALL_MATRIX = 4096
+# Transposed right-hand operands up to this many elements are copied to C order first:
+# BLAS runs ``dz @ W.T`` on a small W markedly slower than on a contiguous copy.
+SMALL_MATRIX = 16384
 # Arrays up to this many elements get a cached zeros array of their shape (at most 16 are kept).
 SMALL_ARRAY = 1 << 16
 
@@ -36,27 +38,27 @@ def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def column_sums(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``a.sum(axis=0)`` for a: (n, d) -> (d,), as a BLAS product with a ones vector."""
-    return np.matmul(ones(a.shape[0], a.dtype), a, out=out)
+    return np.dot(ones(a.shape[0], a.dtype), a, out=out)
 
 
 def row_sums(a: np.ndarray) -> np.ndarray:
     """``a.sum(axis=1)`` for a: (n, k) -> (n,), as a BLAS product with a ones vector."""
-    return a @ ones(a.shape[1], a.dtype)
+    return np.dot(a, ones(a.shape[1], a.dtype))
 
 
-def matmul_transposed(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+def matmul_transposed(a: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``a @ w.T`` for a: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
     if w.size <= SMALL_MATRIX:
-        return a @ np.ascontiguousarray(w.T)
-    return a @ w.T
+        return np.dot(a, np.ascontiguousarray(w.T), out=out)
+    return np.dot(a, w.T, out=out)
 
 
-def relu(z: np.ndarray) -> np.ndarray:
+def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.maximum(z, 0)``; for small z against a cached zeros array (the scalar form is
     not vectorised, and costs twice as long)."""
     if z.size <= SMALL_ARRAY:
-        return np.maximum(z, zeros(z.shape, z.dtype))
-    return np.maximum(z, 0)
+        return np.maximum(z, zeros(z.shape, z.dtype), out=out)
+    return np.maximum(z, 0, out=out)
 
 
 def softmax_shift(z: np.ndarray) -> np.ndarray | float:

@@ -40,10 +40,15 @@ def exp_shifted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return shifted, e, fastmath.row_sums(e)
 
 
+def softmax_ce_from_parts(shifted: np.ndarray, s: np.ndarray, y: np.ndarray) -> float:
+    """Batch mean of -sum_j y_j log softmax(z)_j = log(s) - sum_j y_j shifted_j, for
+    target rows y that sum to 1."""
+    return float(np.log(s).sum() - np.vdot(y, shifted)) / len(y)
+
+
 def softmax_ce_value(z: np.ndarray, y: np.ndarray) -> float:
-    """Batch mean of -sum_j y_j log softmax(z)_j = sum_j y_j log(s) - sum_j y_j shifted_j."""
     shifted, _, s = exp_shifted(z)
-    return float(np.dot(fastmath.row_sums(y), np.log(s)) - np.vdot(y, shifted)) / len(y)
+    return softmax_ce_from_parts(shifted, s, y)
 
 
 def _batch_mean_error(p: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -121,9 +126,9 @@ class SigmoidBCE(Head):
 class SoftmaxCrossEntropy(Head):
     """Fused softmax output + cross-entropy: dL/dz = (softmax(z) - y) / n.
 
-    With targets summing to 1 per row, the softmax Jacobian diag(p) - p p^T applied to
-    -y / p gives p - y. (For other targets the chain differs by p * (sum_j y_j - 1), and
-    this head returns (p * sum_j y_j - y) / n, the exact gradient of its value.)
+    Targets are distributions (each row sums to 1: one-hot or soft labels). Then the
+    softmax Jacobian diag(p) - p p^T applied to -y / p gives p - y, and the cost is
+    log(sum_j exp z_j) - sum_j y_j z_j per sample.
     """
 
     activation_name = "softmax"
@@ -137,14 +142,10 @@ class SoftmaxCrossEntropy(Head):
 
     def loss_and_grad(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         shifted, e, s = exp_shifted(z)
-        row_totals = fastmath.row_sums(y)
-        cost = float(np.dot(row_totals, np.log(s)) - np.vdot(y, shifted)) / len(y)
+        cost = softmax_ce_from_parts(shifted, s, y)
         e /= s[:, None]
         self.output = e
-        dz = e * row_totals[:, None]
-        dz -= y
-        dz *= 1 / len(y)
-        return cost, dz
+        return cost, _batch_mean_error(e, y)
 
 
 FUSED_HEADS: dict[tuple[str, str], type[Head]] = {

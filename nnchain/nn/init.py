@@ -8,7 +8,7 @@ zero half their inputs: Var(W) = 2 / d_in.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -14,16 +14,17 @@ from nnchain.nn.init import INITIALIZERS
 from nnchain.nn.registry import lookup
 
 
-def dense_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """z = x @ W + b: (n, d_out)."""
-    z = x @ w
+def dense_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """z = x @ W + b: (n, d_out), written into ``out`` when given."""
+    z = np.dot(x, w, out=out)
     z += b
     return z
 
 
 def weight_grad(x: np.ndarray, dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """dW = x^T dz: (d_in, d_out), written into ``out`` when given."""
-    return np.matmul(x.T, dz, out=out)
+    return np.dot(x.T, dz, out=out)
 
 
 def bias_grad(dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -31,9 +32,9 @@ def bias_grad(dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return fastmath.column_sums(dz, out=out)
 
 
-def input_grad(dz: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """dx = dz W^T: (n, d_in)."""
-    return fastmath.matmul_transposed(dz, w)
+def input_grad(dz: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dx = dz W^T: (n, d_in), written into ``out`` when given."""
+    return fastmath.matmul_transposed(dz, w, out=out)
 
 
 class Dense:
@@ -62,15 +63,20 @@ class Dense:
         """(d_in, d_out)."""
         return self.params["W"].shape
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """z = x @ W + b for x: (n, d_in) -> (n, d_out); caches x (not a copy)."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """z = x @ W + b for x: (n, d_in) -> (n, d_out), into ``out`` if given; caches x
+        (not a copy)."""
         self.input = x
-        return dense_forward(x, self.params["W"], self.params["b"])
+        return dense_forward(x, self.params["W"], self.params["b"], out)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Add dW, db of dout = dL/dz: (n, d_out) to ``grads``; return dx: (n, d_in)."""
         self.accumulate_grads(dout)
-        return input_grad(dout, self.params["W"])
+        return self.input_grad(dout)
+
+    def input_grad(self, dout: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """dx = dout W^T: (n, d_in), into ``out`` if given; grads untouched."""
+        return input_grad(dout, self.params["W"], out)
 
     def accumulate_grads(self, dout: np.ndarray, *, overwrite: bool = False) -> None:
         """Add (or, with ``overwrite``, write) dW and db of dout into ``grads``.

@@ -3,11 +3,16 @@
 Layer i (1-based) maps a_{i-1}: (n, d_{i-1}) to z_i = a_{i-1} W_i + b_i and a_i = f_i(z_i);
 a_0 = x. The last activation and the cost form the output head (fused for sigmoid + bce
 and softmax + cross_entropy, see ``heads.py``). Parameters are named W1, b1, W2, b2, ...
+
+Speed: the network moves every layer's params and grads into one ``ParameterSet`` (the
+layers' dicts then hold views into it), and ``forward_backward`` runs on work buffers kept
+per batch size, so a training step allocates only (n, n_outputs)-sized arrays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 import numpy as np
 
@@ -17,10 +22,25 @@ from nnchain.nn.activations import ACTIVATIONS, RECTIFIERS, Activation
 from nnchain.nn.costs import COSTS, Cost
 from nnchain.nn.heads import make_head
 from nnchain.nn.init import INITIALIZERS
-from nnchain.nn.layers import Dense, input_grad
+from nnchain.nn.layers import Dense
+from nnchain.nn.params import ParameterSet
 from nnchain.nn.registry import lookup
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+KEPT_WORKSPACES = 2  # batch sizes whose work buffers are kept (the batch and the remainder)
+
+
+class Workspace:
+    """Work buffers of ``forward_backward`` for one batch size n.
+
+    ``z[i]``: (n, d_{i+1}) holds layer i+1's pre-activation, then (in place) its
+    activation; ``delta[i]``: (n, d_{i+1}) holds dL/da, then (in place) dL/dz, of the
+    hidden layers.
+    """
+
+    def __init__(self, n: int, widths: list[int], dtype: np.dtype) -> None:
+        self.z = [np.empty((n, width), dtype=dtype) for width in widths]
+        self.delta = [np.empty((n, width), dtype=dtype) for width in widths[:-1]]
 
 
 class Network:
@@ -34,7 +54,7 @@ class Network:
         if not layers or len(layers) != len(activations):
             raise SpecError("layers", "need one activation per layer and at least one layer, "
                             f"but got {len(layers)} layers and {len(activations)} activations")
-        for i, (before, after) in enumerate(zip(layers, layers[1:]), start=1):
+        for i, (before, after) in enumerate(pairwise(layers), start=1):
             if before.shape[1] != after.shape[0]:
                 raise SpecError("layers", f"layer {i} outputs {before.shape[1]} values but "
                                 f"layer {i + 1} takes {after.shape[0]}")
@@ -47,7 +67,46 @@ class Network:
         self.head = make_head(activations[-1], cost)
         self.dtype: np.dtype = dtypes.pop()
         self.diagnostics: dict[str, float] = {}
-        self._hidden = list(zip(layers[:-1], activations[:-1]))
+        self.params = self._pack(layers, self.dtype)
+        self._bind_layers()
+        self._hidden = list(zip(layers[:-1], activations[:-1], strict=True))
+        self._workspaces: dict[int, Workspace] = {}
+
+    @staticmethod
+    def _pack(layers: list[Dense], dtype: np.dtype) -> ParameterSet:
+        """A ParameterSet holding copies of the layers' params and grads."""
+        shapes = {f"{kind}{i}": layer.params[kind].shape
+                  for i, layer in enumerate(layers, start=1) for kind in ("W", "b")}
+        params = ParameterSet(shapes, dtype)
+        for i, layer in enumerate(layers, start=1):
+            for kind in ("W", "b"):
+                np.copyto(params.value(f"{kind}{i}"), layer.params[kind])
+                np.copyto(params.grad(f"{kind}{i}"), layer.grads[kind])
+        return params
+
+    def _bind_layers(self) -> None:
+        """Point each layer's params and grads at their views in ``self.params``."""
+        for i, layer in enumerate(self.layers, start=1):
+            for kind in ("W", "b"):
+                layer.params[kind] = self.params.value(f"{kind}{i}")
+                layer.grads[kind] = self.params.grad(f"{kind}{i}")
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_workspaces": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        # pickle copies the layers' views apart from the flat arrays: bind them again
+        self.__dict__.update(state)
+        self._bind_layers()
+
+    def _workspace(self, n: int) -> Workspace:
+        workspace = self._workspaces.get(n)
+        if workspace is None:
+            if len(self._workspaces) >= KEPT_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            workspace = Workspace(n, self.sizes[1:], self.dtype)
+            self._workspaces[n] = workspace
+        return workspace
 
     @property
     def sizes(self) -> list[int]:
@@ -57,14 +116,15 @@ class Network:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Output a_L for x: (n, n_inputs) -> (n, n_outputs); caches for ``backward``."""
         a = self._as_input(x)
-        for layer, activation in zip(self.layers, self.activations):
+        for layer, activation in zip(self.layers, self.activations, strict=True):
             a = activation.forward(layer.forward(a))
         return a
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Accumulate grads for dout = dL/da_L: (n, n_outputs) after ``forward``; return dL/dx."""
         grad = dout
-        for layer, activation in zip(reversed(self.layers), reversed(self.activations)):
+        for layer, activation in zip(reversed(self.layers), reversed(self.activations),
+                                     strict=True):
             grad = layer.backward(activation.backward(grad))
         return grad
 
@@ -79,10 +139,11 @@ class Network:
         if x.dtype != self.dtype or y.dtype != self.dtype:
             raise SpecError("dtype", f"x and y must be {self.dtype}, but got {x.dtype} "
                             f"and {y.dtype}")
+        work = self._workspace(len(x))
         a = x
-        for layer, activation in self._hidden:
-            a = activation.forward(layer.forward(a))
-        cost, dz = self.head.loss_and_grad(self.layers[-1].forward(a), y)
+        for i, (layer, activation) in enumerate(self._hidden):
+            a = activation.forward(layer.forward(a, work.z[i]), work.z[i])
+        cost, dz = self.head.loss_and_grad(self.layers[-1].forward(a, work.z[-1]), y)
 
         overwrite = not accumulate
         deltas = []
@@ -91,7 +152,8 @@ class Network:
             if diagnostics:
                 deltas.append(diag.delta_norm(dz))
             layer.accumulate_grads(dz, overwrite=overwrite)
-            dz = self.activations[i - 1].backward(input_grad(dz, layer.params["W"]))
+            delta = layer.input_grad(dz, work.delta[i - 1])
+            dz = self.activations[i - 1].backward(delta, delta)
         if diagnostics:
             deltas.append(diag.delta_norm(dz))
         self.layers[0].accumulate_grads(dz, overwrite=overwrite)
@@ -102,7 +164,8 @@ class Network:
 
     def _layer_diagnostics(self, delta_norms: list[float]) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        for i, (layer, activation) in enumerate(zip(self.layers, self.activations), start=1):
+        pairs = zip(self.layers, self.activations, strict=True)
+        for i, (layer, activation) in enumerate(pairs, start=1):
             metrics[diag.key("grad_norm", i)] = diag.frobenius(layer.grads["W"])
             metrics[diag.key("delta_norm", i)] = delta_norms[i - 1]
             metrics[diag.key("weight_norm", i)] = diag.frobenius(layer.params["W"])
@@ -134,14 +197,11 @@ class Network:
         return x
 
     def zero_grad(self) -> None:
-        for layer in self.layers:
-            layer.zero_grad()
+        self.params.grads.fill(0)
 
     def parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """(name, param, grad) for W1, b1, W2, b2, ...; the arrays themselves, not copies."""
-        for i, layer in enumerate(self.layers, start=1):
-            for kind in ("W", "b"):
-                yield f"{kind}{i}", layer.params[kind], layer.grads[kind]
+        return self.params.items()
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of every parameter, keyed W1, b1, ...; W_i: (d_{i-1}, d_i), b_i: (d_i,)."""
@@ -199,6 +259,6 @@ def build_network(sizes: list[int], *, activation: str, output: str, cost: str, 
     if dtype not in DTYPES:
         raise SpecError("dtype", f"must be float32 or float64, but got {dtype}")
     layers = [Dense(int(d_in), int(d_out), init=init, rng=rng, dtype=dtype)
-              for d_in, d_out in zip(sizes[:-1], sizes[1:])]
+              for d_in, d_out in pairwise(sizes)]
     activations = [hidden_cls() for _ in layers[:-1]] + [output_cls()]
     return Network(layers, activations, cost_cls())

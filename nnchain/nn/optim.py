@@ -1,8 +1,9 @@
 """First-order optimizers. They own their state and never compute gradients.
 
-``step(lr)`` reads each parameter's grad g and adds an update Delta to the parameter in
-place. L2 weight decay adds ``weight_decay * W`` to the gradient of weight matrices only
-(names starting with "W"; biases are not decayed); the layers' grads are left unchanged.
+``step(lr)`` reads the grads g of a ``ParameterSet`` and adds an update Delta to the
+parameters in place, all parameters at once through the set's flat arrays. L2 weight
+decay adds ``weight_decay * W`` to the gradient of weight matrices only (names starting
+with "W"; biases are not decayed); the grads themselves are left unchanged.
 
 - sgd:      Delta = -lr g
 - momentum: v = mu v - lr g;  Delta = v
@@ -15,54 +16,56 @@ place. L2 weight decay adds ``weight_decay * W`` to the gradient of weight matri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
 
 from nnchain.errors import SpecError
 from nnchain.nn.diagnostics import frobenius
+from nnchain.nn.params import ParameterSet
 from nnchain.nn.registry import lookup
-
-Parameter = tuple[str, np.ndarray, np.ndarray]
 
 
 class Optimizer:
-    """Base class: per-parameter state arrays named ``f"{state}.{param}"`` plus a step count t.
+    """Base class over a ``ParameterSet``: whole-array updates of its flat ``values``.
 
-    Subclasses set ``name``, ``state_names``, ``defaults`` (hyperparameters) and
-    ``update(index, grad, lr) -> Delta``.
+    State arrays are flat like the values; ``state_dict`` names their per-parameter parts
+    ``f"{state}.{param}"``. Subclasses set ``name``, ``state_names``, ``defaults``
+    (hyperparameters) and ``update(grad, lr, out) -> Delta`` (written into ``out``, a
+    scratch array, or a state array).
     """
 
     name: ClassVar[str]
     state_names: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, float]] = {}
 
-    def __init__(self, parameters: Iterable[Parameter], *, lr: float,
-                 weight_decay: float = 0.0, **hyper: float) -> None:
+    def __init__(self, params: ParameterSet, *, lr: float, weight_decay: float = 0.0,
+                 **hyper: float) -> None:
         unknown = sorted(set(hyper) - set(self.defaults))
         if unknown:
             allowed = ", ".join(self.defaults) or "none"
             raise SpecError("optimizer", f"{self.name} takes hyperparameters {allowed}, "
                             f"but got {unknown[0]!r}")
         _check_positive("lr", lr)
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise SpecError("weight_decay", f"must be >= 0, but got {weight_decay}")
+        if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay)
+                and weight_decay >= 0):
+            raise SpecError("weight_decay", f"must be >= 0, but got {weight_decay!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.hyper = {**self.defaults, **{k: float(v) for k, v in hyper.items()}}
         for key, value in self.hyper.items():
             if not (math.isfinite(value) and value >= 0):
                 raise SpecError("optimizer", f"{self.name} {key} must be >= 0, but got {value}")
-        self.params: list[Parameter] = list(parameters)
+        self.params = params
         self.t = 0
-        self.state: dict[str, list[np.ndarray]] = {
-            state: [np.zeros_like(param) for _, param, _ in self.params]
-            for state in self.state_names
-        }
+        self.state = {state: np.zeros_like(params.values) for state in self.state_names}
+        self._scratch = np.empty_like(params.values)
+        if self.weight_decay:
+            self._decay = params.weight_mask() * self.weight_decay
+            self._decayed_grad = np.empty_like(params.values)
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
-        """The step Delta for parameter ``index`` given its (decayed) gradient."""
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+        """The step Delta for the flat (decayed) gradient; may use ``out`` as scratch."""
         raise NotImplementedError
 
     def step(self, lr: float | None = None, *,
@@ -73,24 +76,23 @@ class Optimizer:
         """
         lr = self.lr if lr is None else float(lr)
         self.t += 1
-        decay = self.weight_decay
-        norms: dict[str, float] | None = {} if update_norms else None
-        for index, (name, param, grad) in enumerate(self.params):
-            is_weight = name[0] == "W"
-            if decay and is_weight:
-                grad = grad + decay * param
-            delta = self.update(index, grad, lr)
-            param += delta
-            if norms is not None and is_weight:
-                norms[name] = frobenius(delta)
-        return norms
+        params = self.params
+        grad = params.grads
+        if self.weight_decay:
+            grad = np.multiply(params.values, self._decay, out=self._decayed_grad)
+            grad += params.grads
+        delta = self.update(grad, lr, self._scratch)
+        params.values += delta
+        if not update_norms:
+            return None
+        return {name: frobenius(params.view(delta, name)) for name in params.weight_names()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the state: ``"{state}.{param}"`` arrays and ``"t"`` (0-d int64)."""
         out = {"t": np.array(self.t, dtype=np.int64)}
-        for state, arrays in self.state.items():
-            for (name, _, _), array in zip(self.params, arrays):
-                out[f"{state}.{name}"] = array.copy()
+        for state, flat in self.state.items():
+            for name in self.params.names:
+                out[f"{state}.{name}"] = self.params.view(flat, name).copy()
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -106,9 +108,10 @@ class Optimizer:
                 raise SpecError("optimizer_state", f"{key} must have shape "
                                 f"{expected[key].shape}, but got {np.shape(array)}")
         self.t = int(state["t"])
-        for name_state, arrays in self.state.items():
-            for (name, _, _), array in zip(self.params, arrays):
-                np.copyto(array, state[f"{name_state}.{name}"], casting="unsafe")
+        for name_state, flat in self.state.items():
+            for name in self.params.names:
+                np.copyto(self.params.view(flat, name), state[f"{name_state}.{name}"],
+                          casting="unsafe")
 
     def __repr__(self) -> str:
         hyper = "".join(f", {k}={v}" for k, v in self.hyper.items())
@@ -118,8 +121,8 @@ class Optimizer:
 class SGD(Optimizer):
     name = "sgd"
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
-        return grad * -lr
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+        return np.multiply(grad, -lr, out=out)
 
 
 class Momentum(Optimizer):
@@ -127,10 +130,10 @@ class Momentum(Optimizer):
     state_names = ("v",)
     defaults = {"mu": 0.9}
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
-        velocity = self.state["v"][index]
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+        velocity = self.state["v"]
         velocity *= self.hyper["mu"]
-        velocity -= lr * grad
+        velocity -= np.multiply(grad, lr, out=out)
         return velocity
 
 
@@ -139,14 +142,16 @@ class Nesterov(Optimizer):
     state_names = ("v",)
     defaults = {"mu": 0.9}
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
         mu = self.hyper["mu"]
-        velocity = self.state["v"][index]
+        velocity = self.state["v"]
+        lr_grad = np.multiply(grad, lr, out=out)
         velocity *= mu
-        velocity -= lr * grad
-        delta = velocity * mu
-        delta -= lr * grad
-        return delta
+        velocity -= lr_grad
+        # Delta = mu v - lr g, built in the scratch array that holds lr g.
+        lr_grad *= -1
+        lr_grad += velocity * mu
+        return lr_grad
 
 
 class RMSProp(Optimizer):
@@ -154,14 +159,18 @@ class RMSProp(Optimizer):
     state_names = ("s",)
     defaults = {"rho": 0.9, "eps": 1e-8}
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
         rho = self.hyper["rho"]
-        square_avg = self.state["s"][index]
+        square_avg = self.state["s"]
         square_avg *= rho
-        square_avg += (1 - rho) * (grad * grad)
-        denominator = np.sqrt(square_avg)
+        scratch = np.multiply(grad, grad, out=out)
+        scratch *= 1 - rho
+        square_avg += scratch
+        denominator = np.sqrt(square_avg, out=scratch)
         denominator += self.hyper["eps"]
-        return grad * -lr / denominator
+        delta = np.divide(grad, denominator, out=scratch)
+        delta *= -lr
+        return delta
 
 
 class Adam(Optimizer):
@@ -169,16 +178,21 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     defaults = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
-    def update(self, index: int, grad: np.ndarray, lr: float) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
         beta1, beta2 = self.hyper["beta1"], self.hyper["beta2"]
-        mean, square = self.state["m"][index], self.state["v"][index]
+        mean, square = self.state["m"], self.state["v"]
         mean *= beta1
-        mean += (1 - beta1) * grad
+        mean += np.multiply(grad, 1 - beta1, out=out)
         square *= beta2
-        square += (1 - beta2) * (grad * grad)
-        denominator = np.sqrt(square / (1 - beta2 ** self.t))
+        scratch = np.multiply(grad, grad, out=out)
+        scratch *= 1 - beta2
+        square += scratch
+        denominator = np.multiply(square, 1 / (1 - beta2 ** self.t), out=scratch)
+        np.sqrt(denominator, out=denominator)
         denominator += self.hyper["eps"]
-        return mean * (-lr / (1 - beta1 ** self.t)) / denominator
+        delta = np.divide(mean, denominator, out=scratch)
+        delta *= -lr / (1 - beta1 ** self.t)
+        return delta
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -188,9 +202,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 def make_optimizer(name: str, network: Any, *, lr: float, weight_decay: float = 0.0,
                    **hyper: float) -> Optimizer:
-    """Optimizer ``name`` over ``network.parameters()``; ``hyper`` overrides its defaults."""
+    """Optimizer ``name`` over ``network.params``; ``hyper`` overrides its defaults."""
     cls = lookup(OPTIMIZERS, name, "optimizer")
-    return cls(network.parameters(), lr=lr, weight_decay=weight_decay, **hyper)
+    return cls(network.params, lr=lr, weight_decay=weight_decay, **hyper)
 
 
 def _check_positive(field: str, value: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from nnchain.errors import SpecError
 from nnchain.nn.registry import lookup

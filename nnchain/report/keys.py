@@ -108,14 +108,20 @@ class Catalog:
             return Key(text, "metric", base, stat)
         return None
 
-    def resolve(self, text: str, option: str, *, example: str = "") -> Key:
-        """The key ``text`` names; unknown -> ``SpecError`` on ``option`` with a suggestion."""
+    def resolve(self, text: str, option: str, *, given: str = "") -> Key:
+        """The key ``text`` names; unknown -> ``SpecError`` on ``option`` with a suggestion.
+
+        ``given`` is the whole option value, quoted in the message when it is more than
+        the key (a ``--where`` expression).
+        """
         key = self.find(text)
         if key is not None:
             return key
-        raise SpecError(option, f"{example}the key must be a param (train.lr), a metric "
-                                f"(val_cost, val_cost.min) or one of {', '.join(TRIAL_FIELDS)}; "
-                                f"got {text.strip()!r}{self.suggest(text.strip())}")
+        text = text.strip()
+        within = f" in {given!r}" if given and given.strip() != text else ""
+        raise SpecError(option, f"each key must be a param (train.lr), a metric (val_cost, "
+                                f"val_cost.min) or a trial field ({', '.join(TRIAL_FIELDS)}), "
+                                f"got {text!r}{within}{self.suggest(text)}")
 
     def suggest(self, text: str) -> str:
         hint = did_you_mean(text, self.names())

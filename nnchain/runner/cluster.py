@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from urllib.parse import urlsplit
@@ -21,6 +22,14 @@ def _reachable(address: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def check_address(address: str | None) -> None:
+    """Refuse an address (option or ``RAY_ADDRESS``) where nothing answers."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and not _reachable(address):
+        raise SpecError("--address", f"must reach a running Ray cluster, nothing answers at "
+                                     f"{address!r}")
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     """``ray.init`` on ``address`` (or ``RAY_ADDRESS``), else a local instance without dashboard.
 
@@ -32,16 +41,16 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return ray.cluster_resources()
-    if address and not _reachable(address):
-        raise SpecError("--address", f"must reach a running Ray cluster, nothing answers at "
-                                     f"{address!r}")
+    check_address(address)
     runtime_env = {"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}}
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR,
+             "runtime_env": runtime_env}
+    logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         if address:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env=runtime_env)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SpecError("--address", f"must reach a running Ray cluster, could not connect to "
                                      f"{address or 'a local instance'!r}: "

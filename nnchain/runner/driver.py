@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import ray
+from sqlalchemy import update
 
 from nnchain.job import Split
 from nnchain.ledger import sweeps as ledger_ops
@@ -25,7 +28,7 @@ from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Sw
 from nnchain.ledger.store import Ledger
 from nnchain.runner.task import Work, run_pack
 from nnchain.tracking import sweep_runs
-from nnchain.tracking.metrics import MetricWriter, columns_to_rows
+from nnchain.tracking.metrics import Block, MetricWriter
 
 # The trial task: a streaming generator, so the driver sees each message as it comes.
 remote_pack = ray.remote(num_returns="streaming", max_retries=0)(run_pack)
@@ -43,6 +46,7 @@ class Live:
     overrides: dict
     data_index: int
     run_id: str = ""
+    artifact_uri: str = ""
     attempt: int = 0
     retries: int = 0
     last_step: int = -1
@@ -67,6 +71,7 @@ class Snapshot:
 class Settings:
     cpus_per_trial: int = 1
     max_concurrent: int = 2
+    in_flight: int = 0  # tasks submitted at once; 0: max_concurrent
     pack: int = 1
     flush_seconds: float = 1.0
     max_retries: int = 2
@@ -88,7 +93,6 @@ class Driver:
         self.data_refs = [ray.put(split) for split in datasets]
         self.data_keys = data_keys
         self.live: dict[int, Live] = {}
-        self.rows: dict[str, list] = {}
         self.queue: deque[Work] = deque()
         self.in_flight: dict = {}  # generator -> list of trial ids
         self.counts: Counter = Counter()
@@ -96,7 +100,8 @@ class Driver:
         self.started = time.monotonic()
         self._last_flush = self._last_beat = time.monotonic()
         self._dirty: set[int] = set()
-        self.cancelled = False
+        self._ends: list[tuple] = []
+        self.stop_reason = ""  # set by Ctrl-C or `sweep cancel`: stop at the next turn
 
     # ---- setup -------------------------------------------------------------------------
     def load(self, trials: Sequence[Trial]) -> None:
@@ -126,22 +131,41 @@ class Driver:
     # ---- the loop ----------------------------------------------------------------------
     def run(self) -> Counter:
         """Run every queued trial to an end; returns the final counts by state."""
+        previous = self._catch_interrupts()
         try:
             while self.queue or self.in_flight:
+                if self.stop_reason:
+                    raise StopSweep(self.stop_reason)
                 self._submit()
                 ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=0.2)
                 for generator in ready:
                     self._take(generator)
                 self._housekeeping()
         except (KeyboardInterrupt, StopSweep):
-            self._stop_all("cancelled" if self.cancelled else "interrupted by the user")
+            self._stop_all(self.stop_reason or "interrupted by the user")
             self._flush()
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         self._flush()
         return self.counts
 
+    def _catch_interrupts(self):
+        """Ctrl-C sets a flag that the loop acts on between writes (never in the middle of
+        one); a second Ctrl-C interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_interrupt(signum, frame) -> None:
+            if self.stop_reason:
+                raise KeyboardInterrupt
+            self.stop_reason = "interrupted by the user"
+
+        return signal.signal(signal.SIGINT, on_interrupt)
+
     def _submit(self) -> None:
-        limit = max(1, self.settings.max_concurrent)
+        limit = self.settings.in_flight or max(1, self.settings.max_concurrent)
         while self.queue and len(self.in_flight) < limit:
             pack = [self.queue.popleft() for _ in range(min(self.settings.pack, len(self.queue)))]
             generator = remote_pack.options(num_cpus=self.settings.cpus_per_trial).remote(
@@ -163,18 +187,18 @@ class Driver:
         handler(*message[1:])
 
     # ---- messages ----------------------------------------------------------------------
-    def _on_start(self, trial_id: int, attempt: int, start_ms: int) -> None:
+    def _on_start(self, trial_id: int, attempt: int, start_ms: int, worker: str = "") -> None:
         live = self.live[trial_id]
         live.state, live.started = RUNNING, time.monotonic()
         if live.run_id:
             sweep_runs.reopen_trial_run(self.client, live.run_id, attempt)
         else:
-            live.run_id = sweep_runs.create_trial_run(
+            live.run_id, live.artifact_uri = sweep_runs.create_trial_run(
                 self.client, self.sweep.experiment_id, parent_run_id=self.sweep.parent_run_id,
                 sweep_id=self.sweep.id, trial_key=live.key, index=live.index,
                 repeat=live.repeat, attempt=attempt, config=live.config,
                 overrides=live.overrides, start_ms=start_ms)
-        ledger_ops.start_trial(self.ledger, trial_id, live.run_id, attempt)
+        ledger_ops.start_trial(self.ledger, trial_id, live.run_id, attempt, worker)
         self.counts[RUNNING] += 1
         self._progress()
 
@@ -186,7 +210,7 @@ class Driver:
         if skip:
             columns = {k: v[skip:] for k, v in columns.items()}
             stamps, first_step = stamps[skip:], first_step + skip
-        self.rows.setdefault(live.run_id, []).extend(columns_to_rows(first_step, columns, stamps))
+        self.writer.add(Block(live.run_id, first_step, columns, stamps))
         live.last_step = first_step + len(stamps) - 1
         _update_summary(live.summary, columns)
         self._dirty.add(trial_id)
@@ -197,24 +221,34 @@ class Driver:
 
     def _on_end(self, trial_id: int, status: str, reason: str, epochs: int, final: dict,
                 weights: bytes | None, seconds: float, permanent: bool) -> None:
+        """A trial ended; its run and ledger row are closed at the next flush, after its
+        metrics are written (so a FINISHED trial never lacks metrics)."""
         live = self.live[trial_id]
-        if not live.run_id:  # failed before it started (cannot happen after a start message)
-            self._on_start(trial_id, live.attempt, int(time.time() * 1000))
-        self._flush()
-        if weights is not None:
-            sweep_runs.log_weights(self.client, live.run_id, weights)
         metric = _metric_value(live.summary, self.sweep.metric_name) if status == FINISHED \
             else None
-        sweep_runs.end_run(self.client, live.run_id, status, reason)
-        ledger_ops.end_trial(self.ledger, trial_id, status, reason, metric=metric,
-                             summary=live.summary, epochs=epochs, last_step=live.last_step,
-                             train_seconds=seconds)
+        self._ends.append((live, status, reason, epochs, weights, seconds, metric))
         self.counts[RUNNING] -= 1
         self.counts[status] += 1
         live.state = status
         if status == FINISHED:
             self._consider_best(live, metric)
         self._progress()
+
+    def _close_ended(self) -> None:
+        ends, self._ends = self._ends, []
+        for live, status, reason, epochs, weights, seconds, metric in ends:
+            if weights is not None:
+                sweep_runs.log_weights(self.client, live.run_id, weights, live.artifact_uri)
+            sweep_runs.end_run(self.client, live.run_id, status, reason)
+        if not ends:
+            return
+        with self.ledger.session() as session:
+            now = utcnow()
+            for live, status, reason, epochs, _, seconds, metric in ends:
+                session.execute(update(Trial).where(Trial.id == live.trial_id).values(
+                    state=status, reason=reason, ended_at=now, metric=metric,
+                    summary=live.summary, epochs=epochs, last_step=live.last_step,
+                    train_seconds=seconds, heartbeat_at=now))
 
     def _finish_pack(self, generator, error: Exception | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
@@ -263,13 +297,10 @@ class Driver:
         running = [live.trial_id for live in self.live.values() if live.state == RUNNING]
         if running:
             with self.ledger.session() as session:
-                from sqlalchemy import update
-
                 session.execute(update(Trial).where(Trial.id.in_(running))
                                 .values(heartbeat_at=utcnow()))
         if ledger_ops.find_sweep(self.ledger, self.sweep.id).cancel_requested:
-            self.cancelled = True
-            raise StopSweep()
+            self.stop_reason = "cancelled"
 
     def _check_timeouts(self) -> None:
         timeout = self.settings.trial_timeout
@@ -287,16 +318,18 @@ class Driver:
                     break
 
     def _flush(self) -> None:
-        """Write buffered metric rows to MLflow, then the trials' progress to the ledger."""
-        for run_id, rows in self.rows.items():
-            self.writer.write(run_id, rows)
-        self.rows = {}
-        for trial_id in self._dirty:
-            live = self.live[trial_id]
-            ledger_ops.update_trial(self.ledger, trial_id, last_step=live.last_step,
-                                    summary=live.summary, heartbeat_at=utcnow(),
-                                    epochs=live.last_step + 1)
+        """Write buffered metrics to MLflow, then trial progress and ends to the ledger."""
+        self.writer.flush()
+        dirty = [self.live[t] for t in self._dirty if self.live[t].state == RUNNING]
+        if dirty:
+            with self.ledger.session() as session:
+                now = utcnow()
+                for live in dirty:
+                    session.execute(update(Trial).where(Trial.id == live.trial_id).values(
+                        last_step=live.last_step, summary=live.summary, heartbeat_at=now,
+                        epochs=live.last_step + 1))
         self._dirty = set()
+        self._close_ended()
         self._last_flush = time.monotonic()
 
     def _stop_all(self, reason: str) -> None:

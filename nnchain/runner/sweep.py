@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,14 +18,15 @@ from nnchain.errors import SpecError
 from nnchain.job import make_data
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import FAILED, FINISHED, KILLED, SWEEP_FAILED, SWEEP_FINISHED, \
-    SWEEP_RUNNING, SWEEP_STOPPED, Sweep
+    SWEEP_RUNNING, SWEEP_STOPPED, Sweep, utcnow
 from nnchain.ledger.store import Ledger, open_ledger, resolve_ledger_url
 from nnchain.runner import cluster
+from nnchain.runner.reaper import claim, reap
 from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep, driver_identity
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.store import artifact_root, check_name, experiment_id, open_client, \
-    redact, resolve_tracking_uri
+    prepare_location, redact, resolve_tracking_uri
 
 
 @dataclass
@@ -86,7 +88,11 @@ def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
                                             f"{options.cpus_per_trial}")
     slots = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
     pack = options.pack or auto_pack(n_trials, slots)
+    # With the cluster's own bound, one task waits behind each running one so that no
+    # slot idles while the driver records; a user's --max-concurrent is kept exactly.
+    in_flight = slots if options.max_concurrent else 2 * slots
     return Settings(cpus_per_trial=options.cpus_per_trial, max_concurrent=slots, pack=pack,
+                    in_flight=in_flight,
                     flush_seconds=options.flush_seconds, max_retries=spec.max_retries,
                     trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every)
 
@@ -102,13 +108,19 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     check_name("experiment", spec.experiment)
     trials = expand(spec, max_trials=options.max_trials)
     uri = resolve_tracking_uri(options.tracking_uri)
-    resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+    prepare_location(uri)
+    cluster.check_address(options.address)
+    datasets, data_keys = _data_splits([t.config for t in trials])
+    # Ray starts while the MLflow store is created or checked (each takes seconds).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        opening = pool.submit(open_client, uri)
+        resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+        client = opening.result()
     settings = _settings(spec, options, resources, len(trials),
                          trials[0].config["train"].get("checkpoint_every", 0))
-    datasets, data_keys = _data_splits([t.config for t in trials])
 
-    client = open_client(uri)
     ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
+    reap(ledger, client)
     name = ledger_ops.free_name(ledger, name)
     sweep_id = ledger_ops.new_sweep_id()
     sweep = ledger_ops.create_sweep(
@@ -126,7 +138,7 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
             "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
             "sweep.trials": str(len(trials)), "sweep.seed": str(spec.seed)})
     ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
-                            driver=driver_identity())
+                            driver=driver_identity(), heartbeat_at=utcnow())
     sweep = ledger_ops.find_sweep(ledger, sweep_id)
     if on_created is not None:
         on_created(sweep)
@@ -146,6 +158,8 @@ def resume_sweep(ref: str, options: SweepOptions,
     data = apply_spec_overrides(parse_yaml(sweep.spec_text, "spec"), overrides)
     spec = parse_sweep_spec(data, sweep.spec_text, overrides=overrides)
     trials = ledger_ops.trials_of(ledger, sweep.id)
+    if all(t.state == FINISHED for t in trials) and sweep.status == SWEEP_FINISHED:
+        return _result_from_ledger(ledger, sweep)  # nothing to run: no Ray, no writes
     resources = cluster.connect(options.address, num_cpus=options.num_cpus)
     settings = _settings(spec, options, resources, len(trials),
                          trials[0].config["train"].get("checkpoint_every", 0) if trials else 0)
@@ -155,11 +169,39 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"stored spec now expands differently")
     datasets, data_keys = _data_splits([t.config for t in trials])
     client = open_client(uri)
-    ledger_ops.update_sweep(ledger, sweep.id, status=SWEEP_RUNNING, cancel_requested=0,
-                            driver=driver_identity())
+    reap(ledger, client, sweep_id=sweep.id)
+    if not claim(ledger, sweep.id, driver_identity()):
+        raise SpecError("SWEEP", f"sweep {sweep.name!r} must not be running to resume it, its "
+                                 f"driver {sweep.driver} is alive; wait, or run "
+                                 f"`nnchain sweep cancel {sweep.name}` first")
+    sync_last_steps(ledger, client, uri, sweep.id)
     sweep = ledger_ops.find_sweep(ledger, sweep.id)
     sweep_runs.reopen_trial_run(client, sweep.parent_run_id, 0)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+
+
+def _result_from_ledger(ledger: Ledger, sweep: Sweep) -> SweepResult:
+    from nnchain.ledger.report import best_trial
+
+    best = best_trial(ledger, sweep)
+    return SweepResult(sweep.id, sweep.name, sweep.experiment_id, sweep.parent_run_id,
+                       sweep.status, ledger_ops.state_counts(ledger, sweep.id),
+                       best.key if best else None, best.metric if best else None,
+                       sweep.trial_count)
+
+
+def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
+    """Take each unfinished trial's last recorded step from MLflow, which is written before
+    the ledger: a driver killed between the two leaves MLflow ahead."""
+    from nnchain.tracking.metrics import last_steps
+
+    unfinished = [t for t in ledger_ops.trials_of(ledger, sweep_id)
+                  if t.state != FINISHED and t.run_id]
+    recorded = last_steps(client, uri, [t.run_id for t in unfinished])
+    for trial in unfinished:
+        step = recorded.get(trial.run_id, -1)
+        if step != trial.last_step:
+            ledger_ops.update_trial(ledger, trial.id, last_step=step)
 
 
 def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,

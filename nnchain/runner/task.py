@@ -10,6 +10,8 @@ Short trials are packed several to a task so that Ray's per-task cost stays smal
 from __future__ import annotations
 
 import io
+import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -79,7 +81,7 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[tuple]:
     from nnchain.checkpoint import pack_checkpoint, restore_checkpoint
 
     started = time.perf_counter()
-    yield ("start", work.trial_id, work.attempt, _now_ms())
+    yield ("start", work.trial_id, work.attempt, _now_ms(), f"{socket.gethostname()}:{os.getpid()}")
     try:
         job = build_job(work.config, data=data)
         start_epoch = restore_checkpoint(job, work.checkpoint) if work.checkpoint else 0

@@ -11,88 +11,120 @@ ended through ``MlflowClient``. Any other store (a tracking server) gets ``log_b
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from nnchain.tracking.recorder import MAX_METRICS, chunks
 
 Row = tuple[str, float, int, int]  # key, value, timestamp ms, step
+_CLAMP = sys.float_info.max
+_INSERT = ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) "
+           "VALUES ({0}, {0}, {0}, {0}, {0}, {0})")
 
 
-def columns_to_rows(first_step: int, columns: Mapping[str, Sequence[float]],
-                    timestamps: Sequence[int]) -> list[Row]:
-    """``{key: values}`` for steps ``first_step, first_step+1, ...`` -> rows."""
-    rows: list[Row] = []
-    for key, values in columns.items():
-        values = np.asarray(values, dtype=float).tolist()
-        rows.extend((key, value, timestamps[i], first_step + i)
-                    for i, value in enumerate(values))
-    return rows
+@dataclass
+class Block:
+    """Metrics of one run for consecutive steps, one array per key."""
+
+    run_id: str
+    first_step: int
+    columns: Mapping[str, Sequence[float]]
+    timestamps: Sequence[int]
 
 
-def _sanitize(value: float) -> tuple[float, bool]:
-    if math.isnan(value):
-        return 0.0, True
-    if math.isinf(value):
-        return (sys.float_info.max if value > 0 else -sys.float_info.max), False
-    return value, False
+def rows_to_block(run_id: str, rows: Sequence[Row]) -> list[Block]:
+    """Rows (as ``nnchain train`` buffers them) as one-step blocks."""
+    by_step: dict[int, tuple[dict, int]] = {}
+    for key, value, timestamp, step in rows:
+        by_step.setdefault(step, ({}, timestamp))[0][key] = [value]
+    return [Block(run_id, step, columns, [stamp]) for step, (columns, stamp) in by_step.items()]
+
+
+def _sanitized(values: Sequence[float]) -> tuple[list[float], list[bool]]:
+    """MLflow's storage of values: NaN as 0 with is_nan, infinities clamped."""
+    array = np.asarray(values, dtype=np.float64)
+    is_nan = np.isnan(array)
+    array = np.clip(np.where(is_nan, 0.0, array), -_CLAMP, _CLAMP)
+    return array.tolist(), is_nan.tolist()
 
 
 class MetricWriter:
-    """Writes metric rows of many runs; SQL stores in bulk, others through ``log_batch``."""
+    """Buffers metric blocks of many runs and writes them in one transaction a flush.
+
+    SQL stores get a bulk insert; any other store ``log_batch`` (chunked to its limits).
+    """
 
     def __init__(self, client, tracking_uri: str) -> None:
         self.client = client
         self.engine = None
+        self.blocks: list[Block] = []
         if tracking_uri.startswith(("sqlite:", "postgresql")):
             from sqlalchemy import MetaData, Table, create_engine
 
             self.engine = create_engine(tracking_uri, pool_pre_ping=True)
-            meta = MetaData()
-            self.metrics = Table("metrics", meta, autoload_with=self.engine)
-            self.latest = Table("latest_metrics", meta, autoload_with=self.engine)
+            self.latest = Table("latest_metrics", MetaData(), autoload_with=self.engine)
+            marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            self.insert_sql = _INSERT.format(marker)
+
+    def add(self, block: Block) -> None:
+        if block.timestamps:
+            self.blocks.append(block)
 
     def write(self, run_id: str, rows: Sequence[Row]) -> None:
-        if not rows:
+        """Write rows of one run now (``nnchain train``'s path)."""
+        for block in rows_to_block(run_id, rows):
+            self.add(block)
+        self.flush()
+
+    def flush(self) -> None:
+        blocks, self.blocks = self.blocks, []
+        if not blocks:
             return
         if self.engine is None:
-            self._log_batch(run_id, rows)
+            self._log_batch(blocks)
         else:
-            self._insert(run_id, rows)
+            self._insert(blocks)
 
-    def _log_batch(self, run_id: str, rows: Sequence[Row]) -> None:
+    def _log_batch(self, blocks: list[Block]) -> None:
         from mlflow.entities import Metric
 
-        entities = [Metric(key, value, timestamp, step) for key, value, timestamp, step in rows]
-        for part in chunks(entities, MAX_METRICS):
-            self.client.log_batch(run_id, metrics=part)
+        by_run: dict[str, list] = {}
+        for block in blocks:
+            entities = by_run.setdefault(block.run_id, [])
+            for key, values in block.columns.items():
+                entities.extend(Metric(key, float(v), block.timestamps[i], block.first_step + i)
+                                for i, v in enumerate(values))
+        for run_id, entities in by_run.items():
+            for part in chunks(entities, MAX_METRICS):
+                self.client.log_batch(run_id, metrics=part)
 
-    def _insert(self, run_id: str, rows: Sequence[Row]) -> None:
-        records = []
-        latest: dict[str, dict] = {}
-        for key, value, timestamp, step in rows:
-            value, is_nan = _sanitize(float(value))
-            record = {"key": key, "value": value, "timestamp": timestamp, "step": step,
-                      "is_nan": is_nan, "run_uuid": run_id}
-            records.append(record)
-            best = latest.get(key)
-            if best is None or (step, timestamp) >= (best["step"], best["timestamp"]):
-                latest[key] = record
+    def _insert(self, blocks: list[Block]) -> None:
+        rows: list[tuple] = []
+        latest: dict[tuple[str, str], dict] = {}
+        for block in blocks:
+            steps = range(block.first_step, block.first_step + len(block.timestamps))
+            stamps = list(block.timestamps)
+            for key, values in block.columns.items():
+                clean, is_nan = _sanitized(values)
+                rows.extend(zip(repeat(key), clean, stamps, steps, is_nan, repeat(block.run_id)))
+                last = {"key": key, "value": clean[-1], "timestamp": stamps[-1],
+                        "step": steps[-1], "is_nan": is_nan[-1], "run_uuid": block.run_id}
+                known = latest.get((block.run_id, key))
+                if known is None or last["step"] >= known["step"]:
+                    latest[(block.run_id, key)] = last
         with self.engine.begin() as connection:
-            connection.execute(self.metrics.insert(), records)
+            connection.exec_driver_sql(self.insert_sql, rows)
             connection.execute(self._upsert_latest(), list(latest.values()))
 
     def _upsert_latest(self):
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
+        if self.engine.dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
+        else:
             from sqlalchemy.dialects.postgresql import insert
-        else:  # pragma: no cover - MySQL has no ON CONFLICT; use MLflow's own path
-            raise NotImplementedError(dialect)
         statement = insert(self.latest)
         current = self.latest.c
         return statement.on_conflict_do_update(
@@ -104,3 +136,29 @@ class MetricWriter:
     def dispose(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
+
+
+def last_steps(client, tracking_uri: str, run_ids: Sequence[str]) -> dict[str, int]:
+    """The highest step recorded for each run (any key), -1 where none."""
+    if not run_ids:
+        return {}
+    if tracking_uri.startswith(("sqlite:", "postgresql")):
+        from sqlalchemy import bindparam, create_engine, text
+
+        engine = create_engine(tracking_uri)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(
+                    text("SELECT run_uuid, MAX(step) FROM metrics WHERE run_uuid IN :ids "
+                         "GROUP BY run_uuid").bindparams(bindparam("ids", expanding=True)),
+                    {"ids": list(run_ids)}).all()
+        finally:
+            engine.dispose()
+        found = {run_id: int(step) for run_id, step in rows}
+    else:
+        found = {}
+        for run_id in run_ids:
+            history = client.get_metric_history(run_id, "train_cost")
+            if history:
+                found[run_id] = max(m.step for m in history)
+    return {run_id: found.get(run_id, -1) for run_id in run_ids}

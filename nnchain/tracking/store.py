@@ -99,6 +99,7 @@ def open_client(uri: str):
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)
+        _use_wal(uri)
     except MlflowException as exc:
         text = str(exc)
         if "out-of-date database schema" in text or "mlflow db upgrade" in text:
@@ -112,6 +113,35 @@ def open_client(uri: str):
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
     return client
+
+
+def _use_wal(uri: str) -> None:
+    """Put an SQLite store in WAL mode (kept in the file): readers such as the UI do not
+    block the sweep's writer. This process's SQLite connections then commit with
+    ``synchronous=NORMAL``, which WAL keeps safe against a crashed process."""
+    db_file = sqlite_path(uri)
+    if db_file is None:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    connection = sqlite3.connect(db_file, timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    if not event.contains(Engine, "connect", _sqlite_normal_sync):
+        event.listen(Engine, "connect", _sqlite_normal_sync)
+
+
+def _sqlite_normal_sync(dbapi_connection, _record) -> None:
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
 
 
 def experiment_id(client, name: str, location: str | None) -> str:

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from nnchain.config import to_params
 from nnchain.tracking.recorder import RunWriter
@@ -44,8 +45,11 @@ def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
 
 def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id: str,
                      trial_key: str, index: int, repeat: int, attempt: int,
-                     config: Mapping, overrides: Mapping, start_ms: int | None = None) -> str:
-    """A nested child run for one trial; params = the trial's resolved config."""
+                     config: Mapping, overrides: Mapping,
+                     start_ms: int | None = None) -> tuple[str, str]:
+    """A nested child run for one trial; params = the trial's resolved config.
+
+    Returns the run id and its artifact URI."""
     run = client.create_run(experiment_id, start_time=start_ms or int(time.time() * 1000),
                             run_name=trial_run_name(index, overrides), tags={
                                 PARENT_TAG: parent_run_id, "nnchain.kind": "trial",
@@ -53,7 +57,7 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
                                 "nnchain.trial_index": str(index),
                                 "nnchain.repeat": str(repeat), "nnchain.attempt": str(attempt)})
     RunWriter(client, run.info.run_id).log_params(to_params(config))
-    return run.info.run_id
+    return run.info.run_id, run.info.artifact_uri
 
 
 def reopen_trial_run(client, run_id: str, attempt: int) -> None:
@@ -66,13 +70,25 @@ def end_run(client, run_id: str, status: str, reason: str = "",
             tags: Mapping[str, str] | None = None) -> None:
     """Tag the reason (and any extra tags), then set the terminal status."""
     all_tags = dict(tags or {})
-    all_tags["nnchain.status_reason"] = reason
-    RunWriter(client, run_id).set_tags(all_tags)
+    if reason:
+        all_tags["nnchain.status_reason"] = reason
+    if all_tags:
+        RunWriter(client, run_id).set_tags(all_tags)
     client.set_terminated(run_id, status=status)
 
 
-def log_weights(client, run_id: str, payload: bytes) -> None:
-    """The trial's final weights as ``weights.npz`` in its artifacts."""
+def log_weights(client, run_id: str, payload: bytes, artifact_uri: str = "") -> None:
+    """The trial's final weights as ``weights.npz`` in its artifacts.
+
+    Local artifact folders are written directly (what MLflow's local repository does with
+    a copy); any other artifact store goes through ``log_artifact``.
+    """
+    if artifact_uri.startswith("file://") or artifact_uri.startswith("/"):
+        folder = Path(unquote(urlsplit(artifact_uri).path) if "://" in artifact_uri
+                      else artifact_uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "weights.npz").write_bytes(payload)
+        return
     with tempfile.TemporaryDirectory(prefix="nnchain-") as tmp:
         path = Path(tmp) / "weights.npz"
         path.write_bytes(payload)

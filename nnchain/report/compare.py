@@ -1,0 +1,81 @@
+"""``compare_sweeps``: the service behind ``nnchain compare``, reading the ledger only.
+
+Rows are the trials of the given sweeps. Every option is checked against the keys the
+trials have before anything is computed, and a wrong one raises ``SpecError`` naming the
+option, what must hold and what was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nnchain.errors import SpecError
+from nnchain.ledger.store import Ledger, ledger_exists, open_ledger, resolve_ledger_url
+from nnchain.report import table
+from nnchain.report.filters import parse_where, where_all
+from nnchain.report.keys import Catalog
+from nnchain.report.query import Loaded, load_trials
+from nnchain.report.table import Column, Comparison
+from nnchain.tracking.store import resolve_tracking_uri
+
+
+def open_existing_ledger(tracking_uri: str | None, ledger_url: str | None) -> Ledger:
+    """The ledger beside the tracking store (or at ``ledger_url``), opened without creating
+    anything: a report never writes."""
+    url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
+    if not ledger_exists(url):
+        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
+                                        f"ledger at {url}; run `nnchain sweep run` first")
+    return open_ledger(url, create=False)
+
+
+def compare_sweeps(ledger: Ledger, refs: Sequence[str], *, where: Sequence[str] = (),
+                   sort: str | None = None, top: int | None = None,
+                   columns: Sequence[str] | None = None,
+                   group_by: Sequence[str] | None = None) -> Comparison:
+    """Compare the trials of the sweeps ``refs`` (names, ids or unique id prefixes).
+
+    ``where``: ``KEY OP VALUE`` expressions that must all hold (see ``filters``).
+    ``sort``: ``KEY`` ascending or ``-KEY`` descending; default the first sweep's metric,
+    best first. Trials without a finite value of the key always come last.
+    ``top``: keep the first N rows (groups when grouping).
+    ``columns``: the keys to show; all prefixed ``+``: added to the default columns.
+    ``group_by``: one record per distinct value of these keys, with the mean, sample std,
+    min, max and count of each numeric column over its FINISHED trials, and ``trials``, the
+    count of all its trials.
+    """
+    if not refs:
+        raise SpecError("SWEEP", "must name at least one sweep (by name or id), got none")
+    return compare_loaded(load_trials(ledger, refs), where=where, sort=sort, top=top,
+                          columns=columns, group_by=group_by)
+
+
+def compare_loaded(loaded: Loaded, *, where: Sequence[str] = (), sort: str | None = None,
+                   top: int | None = None, columns: Sequence[str] | None = None,
+                   group_by: Sequence[str] | None = None) -> Comparison:
+    """``compare_sweeps`` on trials already loaded."""
+    if top is not None and top < 1:
+        raise SpecError("--top", f"must be >= 1, got {top}")
+    catalog = Catalog(loaded)
+    keep = where_all([parse_where(expression, catalog) for expression in where])
+    rows = [row for row in loaded.rows if keep(row)]
+    defaults = table.default_keys(loaded, rows)
+    keys = table.chosen_keys(columns, catalog, defaults) if columns else defaults
+    result = Comparison([], [], loaded.sweeps, total=len(loaded.rows), matched=len(rows))
+    if group_by:
+        by = table.group_keys(group_by, catalog)
+        stats = table.stat_keys(keys, by) if columns else [
+            key for key in keys if key.kind == "metric"]
+        result.columns = table.group_columns(by, stats)
+        records, members = table.group_rows(rows, by, stats)
+        ranking = table.parse_group_sort(sort, catalog, loaded, by, result.columns)
+        result.records = table.rank_groups(records, members, ranking)
+        result.grouped = True
+    else:
+        ranking = table.parse_sort(sort, catalog, loaded)
+        result.columns = [Column(key.name, key.numeric) for key in keys]
+        result.records = table.flat_records(table.rank(rows, ranking), keys)
+    result.sort = ranking.describe()
+    if top is not None:
+        result.records = result.records[:top]
+    return result
