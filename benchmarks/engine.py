@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -81,7 +82,7 @@ def make_numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.n
         for i in range(n_layers - 1):
             z = np.dot(a, weights[i], out=zs[i])
             z += biases[i]
-            a = np.maximum(z, zeros[i], out=z) if z.size <= 1 << 16 else np.maximum(z, 0, out=z)
+            a = np.maximum(z, zeros[i], out=z)
             acts.append(a)
         z = np.dot(a, weights[-1], out=zs[-1])
         z += biases[-1]
@@ -180,12 +181,20 @@ def calls_for(seconds_per_call: float, budget: float = 0.05) -> int:
 
 
 def matmul_rate(dtype: type, n: int = 512, k: int = 1024, m: int = 1024) -> float:
-    """Best float GFLOP/s of numpy's (n, k) @ (k, m) over a few runs."""
+    """Best GFLOP/s of numpy's (n, k) @ (k, m) over a few runs: the machine's matmul rate."""
     a = np.random.default_rng(0).standard_normal((n, k)).astype(dtype)
     b = np.random.default_rng(1).standard_normal((k, m)).astype(dtype)
     a @ b
     best = min(time_per_call(lambda: a @ b, 5) for _ in range(7))
     return 2 * n * k * m / best / 1e9
+
+
+def load_average() -> str:
+    """The 1-minute load average (other processes skew timings on a small machine)."""
+    try:
+        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus"
+    except OSError:
+        return "unknown"
 
 
 def step_flops(sizes: list[int], batch: int) -> int:
@@ -261,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
     print(f"numpy {np.__version__}; median of {rounds} interleaved rounds; "
           "ratio = other time / nnchain time (> 1: nnchain faster)")
+    print(f"load average at start: {load_average()}")
     header = (f"{'network':<22}{'batch':>6}{'dtype':>8}  {'step':<11}{'nnchain':>10}"
               f"{'numpy':>10}{'torch':>10}{'vs numpy':>10}{'vs torch':>10}  floors")
     print(header)
     print("-" * len(header))
     failures = []
     largest = None
+    peak = matmul_rate(np.float32)
     cases = [CASES[i - 1] for i in args.case] if args.case else CASES
     for sizes, batch, dtype, torch_floor in cases:
         result = bench_case(sizes, batch, dtype, rounds)
@@ -288,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     print("(times in ms per step)")
     sizes, batch, seconds = largest
     rate = step_flops(sizes, batch) / seconds / 1e9
-    peak = matmul_rate(np.float32)
-    print(f"largest case: {step_flops(sizes, batch) / 1e9:.2f} GFLOP per step, nnchain "
+    peak = max(peak, matmul_rate(np.float32))  # best of before and after the cases
+    print(f"largest case run: {step_flops(sizes, batch) / 1e9:.3g} GFLOP per step, nnchain "
           f"{rate:.1f} GFLOP/s; numpy float32 matmul (512x1024 @ 1024x1024) {peak:.1f} GFLOP/s "
           f"({rate / peak:.0%})")
+    print(f"load average at end: {load_average()}")
     if failures:
         print("floors missed: " + "; ".join(failures))
     return 1 if failures else 0

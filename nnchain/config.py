@@ -259,8 +259,9 @@ def task_of(data: Mapping[str, Any]) -> tuple[str, int]:
     if name is not None:
         classes = KNOWN_TASKS[name] or data.get("classes", FIELDS["data.classes"].default)
         return ("binary" if classes == 2 else "multiclass"), classes
-    from nnchain.data import load_dataset  # a file: its labels decide
     import numpy as np
+
+    from nnchain.data import load_dataset  # a file: its labels decide
 
     dataset = load_dataset(path=data["path"], target=data.get("target"),
                            rng=np.random.default_rng(0))

@@ -57,3 +57,7 @@ class GradientCheckError(NnchainError):
 
 class StoreError(NnchainError):
     """A tracking store or ledger cannot be reached, written or is out of date."""
+
+
+class StoreUnavailable(StoreError):
+    """A store that answered before cannot be reached now (restarting, network): transient."""

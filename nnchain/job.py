@@ -17,8 +17,14 @@ import numpy as np
 from nnchain.config import DIAGNOSTIC_NAMES
 from nnchain.data import Dataset, encode_targets, load_dataset, split, standardize
 from nnchain.errors import DivergedError
-from nnchain.nn import EpochRecord, Network, build_network, make_optimizer, make_schedule, \
-    train_epochs
+from nnchain.nn import (
+    EpochRecord,
+    Network,
+    build_network,
+    make_optimizer,
+    make_schedule,
+    train_epochs,
+)
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 

@@ -65,5 +65,5 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """Read the value of a ``--set key=value`` override as YAML (``0.3``, ``[16, 16]``, ``null``)."""
+    """Read a ``--set key=value`` override's value as YAML (``0.3``, ``[16, 16]``, ``null``)."""
     return parse_yaml(text, "--set value") if text.strip() else ""

@@ -34,9 +34,10 @@ class _ReportCommand(click.Command):
               help="Show the first N rows (groups with --group-by).")
 @click.option("--where", "where", multiple=True, metavar="EXPR",
               help="Keep trials where KEY OP VALUE holds, OP one of = != < <= > >= "
-                   "(train.lr<=0.01, model.hidden=[16, 16], val_cost.min<0.1, "
-                   "state=FINISHED). Numbers compare as numbers, the rest as text. "
-                   "Repeatable: all must hold.")
+                   "('train.lr<=0.01', 'model.hidden=[16, 16]', 'val_cost.min<0.1', "
+                   "state=FINISHED; quote < and > from the shell). Numbers compare as "
+                   "numbers, the rest as text; a missing value is null. Repeatable: all "
+                   "must hold.")
 @click.option("--columns", default=None, metavar="A,B,...",
               help="Columns to show: params, metrics (val_cost, val_cost.min|.max|.last), "
                    "sweep, index, key, state, reason, epochs, run_id, ... "
@@ -57,7 +58,7 @@ def compare(sweep_refs: tuple[str, ...], sort: str | None, top: int | None,
 
     \b
     nnchain compare xor-grid
-    nnchain compare xor-grid --where train.lr<=0.5 --top 5
+    nnchain compare xor-grid --where 'train.lr<=0.5' --where state=FINISHED --top 5
     nnchain compare spirals-depth --group-by model.hidden,model.activation
     nnchain compare run-a run-b --columns sweep,train.lr,val_cost.min --format csv
 

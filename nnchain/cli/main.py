@@ -42,17 +42,13 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import sweep, train, ui
-    try:  # TEMP until compare lands
-        from nnchain.cli import compare
-    except ImportError:
-        compare = None
+    from nnchain.cli import compare, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
+    sweep.sweep.add_command(verify.verify)
     main.add_command(sweep.sweep)
-    if compare is not None:
-        main.add_command(compare.compare)
+    main.add_command(compare.compare)
     main.add_command(ui.ui)
 
 

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, \
-    UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Trial states. PENDING -> RUNNING -> FINISHED | FAILED | KILLED; FAILED and KILLED
@@ -26,8 +35,20 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+SCHEMA_VERSION = "1"
+
+
 class Base(DeclarativeBase):
     pass
+
+
+class Meta(Base):
+    """Key-value facts about the ledger itself; ``schema_version`` guards its tables."""
+
+    __tablename__ = "nnchain_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class Sweep(Base):

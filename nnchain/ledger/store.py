@@ -8,17 +8,17 @@ tracking server. ``--ledger-url`` or ``NNCHAIN_LEDGER_URL`` put it elsewhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nnchain.errors import SpecError, StoreError
-from nnchain.ledger.models import Base
+from nnchain.errors import SpecError, StoreError, StoreUnavailable
+from nnchain.ledger.models import SCHEMA_VERSION, Base, Meta
 from nnchain.tracking.store import default_root, redact, sqlite_path
 
 LEDGER_ENV = "NNCHAIN_LEDGER_URL"
@@ -74,12 +74,21 @@ class Ledger:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create the tables if missing (idempotent; safe when two processes race)."""
+        """Create the tables if missing (idempotent; safe when two processes race), then
+        refuse a ledger written by another schema version."""
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError:
             # another process may have created them between the check and the create
             Base.metadata.create_all(self.engine)
+        with self.session() as session:
+            found = session.get(Meta, "schema_version")
+            if found is None:
+                session.merge(Meta(key="schema_version", value=SCHEMA_VERSION))
+            elif found.value != SCHEMA_VERSION:
+                raise StoreError(f"the ledger {redact(self.url)} has schema version "
+                                 f"{found.value}, this nnchain needs {SCHEMA_VERSION}; use a "
+                                 f"new ledger (--ledger-url) or the nnchain that wrote it")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -90,8 +99,10 @@ class Ledger:
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
-            raise StoreError(f"ledger {redact(self.url)}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            kind = StoreUnavailable if isinstance(exc, OperationalError | InterfaceError) \
+                else StoreError
+            raise kind(f"ledger {redact(self.url)}: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0]}") from None
         except BaseException:
             session.rollback()
             raise
@@ -103,7 +114,7 @@ class Ledger:
 
 
 def open_ledger(url: str, *, create: bool = True) -> Ledger:
-    """Open the ledger at ``url``, creating its tables when ``create``; unreachable -> StoreError."""
+    """Open the ledger at ``url`` (tables created when ``create``); unreachable: StoreError."""
     ledger = Ledger(url)
     try:
         if create:

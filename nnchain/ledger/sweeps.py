@@ -11,8 +11,17 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from nnchain.errors import SpecError
-from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Checkpoint, \
-    Sweep, Trial, utcnow
+from nnchain.ledger.models import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    PENDING,
+    RUNNING,
+    Checkpoint,
+    Sweep,
+    Trial,
+    utcnow,
+)
 from nnchain.ledger.store import Ledger
 
 

@@ -16,8 +16,10 @@ import numpy as np
 # Transposed right-hand operands up to this many elements are copied to C order first:
 # BLAS runs ``dz @ W.T`` on a small W markedly slower than on a contiguous copy.
 SMALL_MATRIX = 16384
-# Arrays up to this many elements get a cached zeros array of their shape (at most 16 are kept).
-SMALL_ARRAY = 1 << 16
+# ReLU inputs up to this many elements get a cached zeros array of their shape (16 shapes
+# are kept). Large ones are never written, so the kernel backs them with its shared zero
+# page: they cost address space, not memory.
+ZEROS_LIMIT = 1 << 22
 
 
 @lru_cache(maxsize=64)
@@ -54,9 +56,9 @@ def matmul_transposed(a: np.ndarray, w: np.ndarray, out: np.ndarray | None = Non
 
 
 def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.maximum(z, 0)``; for small z against a cached zeros array (the scalar form is
-    not vectorised, and costs twice as long)."""
-    if z.size <= SMALL_ARRAY:
+    """``np.maximum(z, 0)``, against a cached zeros array: the scalar form takes a loop
+    that is not vectorised and costs 2-3 times as long."""
+    if z.size <= ZEROS_LIMIT:
         return np.maximum(z, zeros(z.shape, z.dtype), out=out)
     return np.maximum(z, 0, out=out)
 

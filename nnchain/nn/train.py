@@ -12,6 +12,8 @@ import numpy as np
 
 from nnchain.errors import DivergedError, SpecError
 from nnchain.nn import diagnostics as diag
+from nnchain.nn import fastmath
+from nnchain.nn.heads import SoftmaxCrossEntropy
 from nnchain.nn.network import Network
 from nnchain.nn.optim import Optimizer
 
@@ -36,7 +38,7 @@ def train_step(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndar
     update_norms = optimizer.step(lr, update_norms=diagnostics)
     if not diagnostics:
         return cost, {}
-    metrics = network.diagnostics
+    metrics = dict(network.diagnostics)
     for i in range(1, len(network.layers) + 1):
         metrics[diag.key("update_ratio", i)] = diag.update_ratio(
             update_norms[f"W{i}"], metrics[diag.key("weight_norm", i)])
@@ -155,4 +157,10 @@ def _training_arrays(network: Network, x: np.ndarray, y: np.ndarray, x_name: str
         raise SpecError(x_name, f"must have shape (n, {n_in}) with n >= 1, but got {x.shape}")
     if y.shape != (len(x), n_out):
         raise SpecError(y_name, f"must have shape ({len(x)}, {n_out}), but got {y.shape}")
+    if isinstance(network.head, SoftmaxCrossEntropy):
+        totals = fastmath.row_sums(y)
+        worst = int(np.argmax(np.abs(totals - 1)))
+        if not abs(totals[worst] - 1) <= 1e-3:
+            raise SpecError(y_name, f"rows must sum to 1 for softmax + cross_entropy (one-hot "
+                            f"or distributions), but row {worst} sums to {totals[worst]:.6g}")
     return x, y

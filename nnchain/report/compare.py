@@ -15,7 +15,7 @@ from nnchain.report import table
 from nnchain.report.filters import parse_where, where_all
 from nnchain.report.keys import Catalog
 from nnchain.report.query import Loaded, load_trials
-from nnchain.report.table import Column, Comparison
+from nnchain.report.table import Comparison
 from nnchain.tracking.store import resolve_tracking_uri
 
 
@@ -60,21 +60,22 @@ def compare_loaded(loaded: Loaded, *, where: Sequence[str] = (), sort: str | Non
     keep = where_all([parse_where(expression, catalog) for expression in where])
     rows = [row for row in loaded.rows if keep(row)]
     defaults = table.default_keys(loaded, rows)
+    if group_by:  # only numbers have a value per group: the defaults are the metrics
+        defaults = [key for key in defaults if key.kind == "metric"]
     keys = table.chosen_keys(columns, catalog, defaults) if columns else defaults
     result = Comparison([], [], loaded.sweeps, total=len(loaded.rows), matched=len(rows))
     if group_by:
         by = table.group_keys(group_by, catalog)
-        stats = table.stat_keys(keys, by) if columns else [
-            key for key in keys if key.kind == "metric"]
-        result.columns = table.group_columns(by, stats)
+        stats = table.stat_keys(keys, by)
         records, members = table.group_rows(rows, by, stats)
+        result.columns = table.group_columns(by, stats, records)
         ranking = table.parse_group_sort(sort, catalog, loaded, by, result.columns)
         result.records = table.rank_groups(records, members, ranking)
         result.grouped = True
     else:
         ranking = table.parse_sort(sort, catalog, loaded)
-        result.columns = [Column(key.name, key.numeric) for key in keys]
         result.records = table.flat_records(table.rank(rows, ranking), keys)
+        result.columns = table.columns_of(keys, result.records)
     result.sort = ranking.describe()
     if top is not None:
         result.records = result.records[:top]

@@ -19,6 +19,7 @@ from nnchain.report.table import Comparison
 
 TABLE_DIGITS = 5
 REASON_WIDTH = 48
+COLUMN_GAP = "   "
 
 
 def table_text(value: Any, column: str = "") -> str:
@@ -51,27 +52,40 @@ def json_value(value: Any) -> Any:
 
 
 def to_table(comparison: Comparison, *, color: bool = False) -> str:
-    """The comparison as a rich table, numbers right-aligned, lines never wrapped (a wide
-    table overflows rather than hiding digits), without trailing spaces; bold headers
-    only when ``color``."""
-    from rich import box
+    """The comparison as a table for people: a header, a rule, one line per row, numbers
+    right-aligned, never wrapped (a wide table overflows rather than hiding digits), no
+    trailing spaces; the header bold only when ``color``.
+
+    Column widths are measured here with rich's cell widths and the lines printed through
+    a rich console: ``rich.table.Table`` lays out every cell on its own and takes half a
+    second for 1,000 rows, half the time budget of a whole ``nnchain compare``.
+    """
+    from rich.cells import cell_len
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    view = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 header_style="bold" if color else "")
-    for column in comparison.columns:
-        view.add_column(Text(column.name), justify="right" if column.numeric else "left",
-                        no_wrap=True)
-    for record in comparison.records:
-        # Text, not markup: "[16, 16]" is a value, not a style
-        view.add_row(*(Text(table_text(record[c.name], c.name)) for c in comparison.columns))
-    console = Console(file=io.StringIO(), width=100_000, force_terminal=color,
-                      no_color=not color, highlight=False, soft_wrap=False)
+    columns = comparison.columns
+    body = [[table_text(record[c.name], c.name) for c in columns]
+            for record in comparison.records]
+    headers = [c.name for c in columns]
+    widths = [max([cell_len(headers[i]), *(cell_len(row[i]) for row in body)])
+              for i in range(len(columns))]
+
+    def line(cells: list[str]) -> str:
+        padded = (" " * (width - cell_len(cell)) + cell if column.numeric
+                  else cell + " " * (width - cell_len(cell))
+                  for cell, width, column in zip(cells, widths, columns, strict=True))
+        return COLUMN_GAP.join(padded).rstrip()
+
+    text = Text()
+    text.append(line(headers), style="bold" if color else None)
+    rule = "─" * (sum(widths) + len(COLUMN_GAP) * max(len(widths) - 1, 0))
+    text.append("\n" + "\n".join([rule, *(line(row) for row in body)]))
+    console = Console(file=io.StringIO(), force_terminal=color, no_color=not color,
+                      highlight=False, markup=False, emoji=False, soft_wrap=True)
     with console.capture() as capture:
-        console.print(view)
-    return "\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n"
+        console.print(text)
+    return capture.get()
 
 
 def to_csv(comparison: Comparison) -> str:

@@ -116,6 +116,19 @@ def order_value(value: Any) -> tuple:
     return (2, 0.0, (param_value(value),))
 
 
+def columns_of(keys: Sequence[Key], records: Sequence[dict[str, Any]]) -> list[Column]:
+    """Columns for ``keys``; a param whose shown values are all numbers counts as numeric
+    (right-aligned), as ``train.lr`` or ``seed`` do."""
+    return [Column(key.name, key.numeric or (key.kind == "param" and _all_numbers(
+        record[key.name] for record in records))) for key in keys]
+
+
+def _all_numbers(values) -> bool:
+    present = [value for value in values if value is not None]
+    return bool(present) and all(isinstance(value, int | float) and not isinstance(value, bool)
+                                 for value in present)
+
+
 def flat_records(rows: Sequence[dict], keys: Sequence[Key]) -> list[dict[str, Any]]:
     return [{key.name: key.value(row) for key in keys} for row in rows]
 
@@ -188,8 +201,9 @@ def group_rows(rows: Sequence[dict], by: Sequence[Key], stats: Sequence[Key]
     return records, list(groups.values())
 
 
-def group_columns(by: Sequence[Key], stats: Sequence[Key]) -> list[Column]:
-    return [*(Column(key.name, key.numeric) for key in by), Column(TRIALS_COLUMN, True),
+def group_columns(by: Sequence[Key], stats: Sequence[Key], records: Sequence[dict[str, Any]]
+                  ) -> list[Column]:
+    return [*columns_of(by, records), Column(TRIALS_COLUMN, True),
             *(Column(f"{key.name}.{stat}", True) for key in stats for stat in STAT_NAMES)]
 
 

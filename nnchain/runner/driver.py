@@ -23,12 +23,12 @@ from sqlalchemy import update
 
 from nnchain.job import Split
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Sweep, Trial, \
-    utcnow
+from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Sweep, Trial, utcnow
 from nnchain.ledger.store import Ledger
 from nnchain.runner.task import Work, run_pack
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import Block, MetricWriter
+from nnchain.tracking.retry import is_transient, with_retry
 
 # The trial task: a streaming generator, so the driver sees each message as it comes.
 remote_pack = ray.remote(num_returns="streaming", max_retries=0)(run_pack)
@@ -190,17 +190,24 @@ class Driver:
     def _on_start(self, trial_id: int, attempt: int, start_ms: int, worker: str = "") -> None:
         live = self.live[trial_id]
         live.state, live.started = RUNNING, time.monotonic()
+        with_retry(self._open_run, live, attempt, start_ms, what="the MLflow store")
+        with_retry(ledger_ops.start_trial, self.ledger, trial_id, live.run_id, attempt, worker,
+                   what="the ledger")
+        self.counts[RUNNING] += 1
+        self._progress()
+
+    def _open_run(self, live: Live, attempt: int, start_ms: int) -> None:
+        """The trial's run: created on its first attempt, reopened on a retry or resume."""
         if live.run_id:
             sweep_runs.reopen_trial_run(self.client, live.run_id, attempt)
+            if not live.artifact_uri:
+                live.artifact_uri = self.client.get_run(live.run_id).info.artifact_uri
         else:
             live.run_id, live.artifact_uri = sweep_runs.create_trial_run(
                 self.client, self.sweep.experiment_id, parent_run_id=self.sweep.parent_run_id,
                 sweep_id=self.sweep.id, trial_key=live.key, index=live.index,
                 repeat=live.repeat, attempt=attempt, config=live.config,
                 overrides=live.overrides, start_ms=start_ms)
-        ledger_ops.start_trial(self.ledger, trial_id, live.run_id, attempt, worker)
-        self.counts[RUNNING] += 1
-        self._progress()
 
     def _on_metrics(self, trial_id: int, first_step: int, columns: dict, stamps: list) -> None:
         live = self.live[trial_id]
@@ -235,20 +242,17 @@ class Driver:
         self._progress()
 
     def _close_ended(self) -> None:
-        ends, self._ends = self._ends, []
-        for live, status, reason, epochs, weights, seconds, metric in ends:
+        """Close ended trials one by one (each step idempotent, so a retry after an outage
+        redoes at most the one in progress)."""
+        while self._ends:
+            live, status, reason, epochs, weights, seconds, metric = self._ends[0]
             if weights is not None:
                 sweep_runs.log_weights(self.client, live.run_id, weights, live.artifact_uri)
             sweep_runs.end_run(self.client, live.run_id, status, reason)
-        if not ends:
-            return
-        with self.ledger.session() as session:
-            now = utcnow()
-            for live, status, reason, epochs, _, seconds, metric in ends:
-                session.execute(update(Trial).where(Trial.id == live.trial_id).values(
-                    state=status, reason=reason, ended_at=now, metric=metric,
-                    summary=live.summary, epochs=epochs, last_step=live.last_step,
-                    train_seconds=seconds, heartbeat_at=now))
+            ledger_ops.end_trial(self.ledger, live.trial_id, status, reason, metric=metric,
+                                 summary=live.summary, epochs=epochs, last_step=live.last_step,
+                                 train_seconds=seconds, heartbeat_at=utcnow())
+            self._ends.pop(0)
 
     def _finish_pack(self, generator, error: Exception | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
@@ -288,7 +292,11 @@ class Driver:
             self._flush()
         if now - self._last_beat >= 1.0:
             self._last_beat = now
-            self._heartbeat()
+            try:
+                self._heartbeat()
+            except Exception as error:  # a missed beat during an outage is harmless
+                if not is_transient(error):
+                    raise
             self._check_timeouts()
             self._progress()
 
@@ -318,7 +326,11 @@ class Driver:
                     break
 
     def _flush(self) -> None:
-        """Write buffered metrics to MLflow, then trial progress and ends to the ledger."""
+        """Write buffered metrics to MLflow, then trial progress and ends to the ledger;
+        retried through a store outage."""
+        with_retry(self._flush_once, what="the MLflow store or ledger")
+
+    def _flush_once(self) -> None:
         self.writer.flush()
         dirty = [self.live[t] for t in self._dirty if self.live[t].state == RUNNING]
         if dirty:

@@ -17,8 +17,13 @@ from nnchain.nn import EpochRecord
 from nnchain.tracking.artifacts import log_trial_artifacts
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.recorder import RunWriter
-from nnchain.tracking.store import artifact_root, check_name, experiment_id, open_client, \
-    resolve_tracking_uri
+from nnchain.tracking.store import (
+    artifact_root,
+    check_name,
+    experiment_id,
+    open_client,
+    resolve_tracking_uri,
+)
 from nnchain.weights import load_weights, save_weights
 
 

@@ -14,8 +14,15 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
-from nnchain.ledger.models import KILLED, RUNNING, SWEEP_RUNNING, SWEEP_STOPPED, Sweep, Trial, \
-    utcnow
+from nnchain.ledger.models import (
+    KILLED,
+    RUNNING,
+    SWEEP_RUNNING,
+    SWEEP_STOPPED,
+    Sweep,
+    Trial,
+    utcnow,
+)
 from nnchain.ledger.store import Ledger
 
 DEFAULT_GRACE_SECONDS = 60.0

@@ -10,23 +10,38 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nnchain.errors import SpecError
 from nnchain.job import make_data
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.models import FAILED, FINISHED, KILLED, SWEEP_FAILED, SWEEP_FINISHED, \
-    SWEEP_RUNNING, SWEEP_STOPPED, Sweep, utcnow
+from nnchain.ledger.models import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    SWEEP_FAILED,
+    SWEEP_FINISHED,
+    SWEEP_STOPPED,
+    Sweep,
+    utcnow,
+)
 from nnchain.ledger.store import Ledger, open_ledger, resolve_ledger_url
 from nnchain.runner import cluster
-from nnchain.runner.reaper import claim, reap
 from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep, driver_identity
+from nnchain.runner.reaper import claim, reap
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
-from nnchain.tracking.store import artifact_root, check_name, experiment_id, open_client, \
-    prepare_location, redact, resolve_tracking_uri
+from nnchain.tracking.store import (
+    artifact_root,
+    check_name,
+    experiment_id,
+    open_client,
+    prepare_location,
+    redact,
+    resolve_tracking_uri,
+)
 
 
 @dataclass

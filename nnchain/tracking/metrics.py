@@ -62,6 +62,7 @@ class MetricWriter:
         self.client = client
         self.engine = None
         self.blocks: list[Block] = []
+        self._chunks: list[tuple[str, list]] = []
         if tracking_uri.startswith(("sqlite:", "postgresql")):
             from sqlalchemy import MetaData, Table, create_engine
 
@@ -81,26 +82,28 @@ class MetricWriter:
         self.flush()
 
     def flush(self) -> None:
-        blocks, self.blocks = self.blocks, []
-        if not blocks:
-            return
+        """Write every buffered block; what was not written stays buffered for the next try."""
         if self.engine is None:
-            self._log_batch(blocks)
-        else:
-            self._insert(blocks)
+            self._log_batch()
+        elif self.blocks:
+            self._insert(self.blocks)  # one transaction: all or nothing
+            self.blocks = []
 
-    def _log_batch(self, blocks: list[Block]) -> None:
+    def _log_batch(self) -> None:
+        """A tracking server: chunks within its limits, each dropped once it was accepted."""
         from mlflow.entities import Metric
 
-        by_run: dict[str, list] = {}
-        for block in blocks:
-            entities = by_run.setdefault(block.run_id, [])
+        for block in self.blocks:
+            entities = []
             for key, values in block.columns.items():
                 entities.extend(Metric(key, float(v), block.timestamps[i], block.first_step + i)
                                 for i, v in enumerate(values))
-        for run_id, entities in by_run.items():
-            for part in chunks(entities, MAX_METRICS):
-                self.client.log_batch(run_id, metrics=part)
+            self._chunks.extend((block.run_id, part) for part in chunks(entities, MAX_METRICS))
+        self.blocks = []
+        while self._chunks:
+            run_id, part = self._chunks[0]
+            self.client.log_batch(run_id, metrics=part)
+            self._chunks.pop(0)
 
     def _insert(self, blocks: list[Block]) -> None:
         rows: list[tuple] = []

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from nnchain.errors import SpecError, StoreError
 
 DEFAULT_ROOT = "nnchain-runs"
+_PG_LOCK = 0x6E6E6368  # "nnch": the advisory lock key of store creation
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
 
@@ -96,10 +99,11 @@ def open_client(uri: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=uri)
     try:
-        client.search_experiments(max_results=1)
-        _use_wal(uri)
+        with creation_lock(uri):  # one process at a time creates or checks the schema
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            _use_wal(uri)
     except MlflowException as exc:
         text = str(exc)
         if "out-of-date database schema" in text or "mlflow db upgrade" in text:
@@ -113,6 +117,42 @@ def open_client(uri: str):
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
     return client
+
+
+@contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation across processes: several processes creating one new
+    store at once can break it for good (SQLite: ``_alembic_tmp_tags already exists``).
+
+    SQLite: an exclusive ``flock`` on ``<db>.lock``; PostgreSQL: an advisory lock.
+    """
+    db_file = sqlite_path(uri)
+    if db_file is not None:
+        import fcntl
+
+        with open(db_file.parent / f"{db_file.name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if uri.startswith("postgresql"):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(uri)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                       {"key": _PG_LOCK})
+        finally:
+            engine.dispose()
+        return
+    yield
 
 
 def _use_wal(uri: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -231,10 +232,11 @@ def test_float32_training_stays_float32():
     ({"x_val": np.zeros((2, 2))}, "x_val"),
     ({"epochs": 3, "start_epoch": 4}, "epochs"),
     ({"batch_size": 0}, "batch_size"),
+    ({"y": np.ones((5, 2))}, "y"),  # softmax + cross_entropy targets must sum to 1
 ])
 def test_inputs_are_validated_before_the_first_epoch(kwargs, field):
     network = spiral_network(0)
-    arguments = {"x": np.zeros((5, 2)), "y": np.zeros((5, 2)), "epochs": 3,
+    arguments = {"x": np.zeros((5, 2)), "y": np.eye(2)[[0, 1, 0, 1, 1]], "epochs": 3,
                  "batch_size": None, "rng": np.random.default_rng(0)}
     arguments.update(kwargs)
     x, y = arguments.pop("x"), arguments.pop("y")
@@ -244,8 +246,6 @@ def test_inputs_are_validated_before_the_first_epoch(kwargs, field):
 
 
 def test_network_and_optimizer_pickle_together_and_keep_training_identically():
-    import pickle
-
     x, y = spirals(30, np.random.default_rng(0))
     network = spiral_network(1)
     optimizer = make_optimizer("adam", network, lr=0.01)

@@ -29,7 +29,8 @@ def test_default_columns_are_index_state_cell_params_metric_epochs_reason(ledger
     assert [c.name for c in comparison.columns] == [
         "index", "state", "train.lr", "model.activation", "model.hidden", "seed", "val_cost",
         "epochs", "reason"]
-    assert [c.name for c in comparison.columns if c.numeric] == ["index", "val_cost", "epochs"]
+    assert [c.name for c in comparison.columns if c.numeric] == [
+        "index", "train.lr", "seed", "val_cost", "epochs"]
     record = next(r for r in comparison.records if r["index"] == 3)
     assert record["model.hidden"] == CELLS[3].config["model"]["hidden"]
     assert record["val_cost"] == CELLS[3].last("val_cost")

@@ -34,7 +34,7 @@ def test_every_operator_on_a_numeric_param(ledger, op):
 
 @pytest.mark.parametrize("op", list(OPS))
 def test_every_operator_on_a_metric_value_numbers_compare_as_numbers(ledger, op):
-    """0.3 vs 0.25: as text "0.3" > "0.25" too, so use 1e-1 to tell numbers from text."""
+    """1e-1 is 0.1 as a number; as text it would sort after every "0.x"."""
     expected = cells_where(lambda c: c.last("val_cost") is not None
                            and OPS[op](c.last("val_cost"), 0.3))
     if op in ("=", "!="):

@@ -109,3 +109,11 @@ def test_bad_grouping_is_a_spec_error(ledger, options, field):
     with pytest.raises(SpecError) as error:
         compare_sweeps(ledger, ["grid"], **options)
     assert error.value.field == field
+
+
+def test_columns_prefixed_plus_add_metrics_to_the_grouped_defaults(ledger):
+    comparison = compare_sweeps(ledger, ["grid"], group_by=["model.activation"],
+                                columns=["+val_accuracy.max"])
+    assert [c.name for c in comparison.columns] == [
+        "model.activation", "trials", *(f"{k}.{s}" for k in ("val_cost", "val_accuracy.max")
+                                        for s in ("mean", "std", "min", "max", "count"))]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from report_sweep_data import CELLS
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from nnchain.errors import SpecError
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.report.query import load_trials
-
-from report_sweep_data import CELLS
 
 
 def test_rows_are_plain_dicts_in_index_order_with_flat_params(ledger):

@@ -53,6 +53,8 @@ def ledger_for(home: Path):
 
 
 def assert_invariants(home: Path, sweep_name: str, epochs: int, *, finished: int) -> None:
+    verified = CliRunner().invoke(main, ["sweep", "verify", sweep_name], catch_exceptions=False)
+    assert verified.exit_code == 0, verified.output
     client = client_for(home)
     ledger = ledger_for(home)
     sweep = ledger_ops.find_sweep(ledger, sweep_name)

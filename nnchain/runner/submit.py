@@ -1,0 +1,363 @@
+"""``nnchain sweep submit``: the sweep driver sent to a Ray cluster as a Ray job.
+
+``sweep run`` drives a sweep from the machine it runs on; closing that machine stops
+the sweep. ``submit`` instead hands the driver to the cluster's job API
+(``ray.job_submission``): the head node runs ``python -m nnchain sweep run`` and the
+submitting machine may go away.
+
+What travels, and how:
+
+- the spec file, shipped as the job's ``runtime_env`` working directory (a temp dir with
+  ``sweep.yaml``, plus any data file the spec names by a relative path), so the cluster
+  needs no copy of the user's files; ``--set`` overrides go on the command line, as they
+  would locally, so that the ledger records them the same way;
+- ``--tracking-uri`` / ``--ledger-url``, when given, as the job's environment variables
+  (``MLFLOW_TRACKING_URI`` / ``NNCHAIN_LEDGER_URL``), never in the entrypoint string.
+  Without them the driver uses the cluster's own variables: the submitting machine's
+  name the stores as *it* reaches them (``127.0.0.1:5000`` through a tunnel), which is
+  rarely how the head node reaches them, so they are not forwarded.
+
+Credentials stay on the cluster by default. Ray writes a job's ``runtime_env``,
+environment variables included, into every node's ``runtime_env_agent.log`` and shows
+it in the dashboard and ``ray job list``; a password sent that way is no longer secret.
+So the head node holds the driver's credentials itself (``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` and a password-less ledger URL with ``PGPASSFILE``, from
+secret files: see ``docs/deploy.md``), a URI with a password is refused, and only
+``forward_credentials`` (``--forward-credentials``) sends this machine's
+``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` / ``MLFLOW_TRACKING_TOKEN``
+and such URIs as job environment variables, with that warning. Either way no secret is
+ever in the entrypoint string, and whatever this module prints is masked.
+
+The sweep's final name: ``sweep run`` appends ``-2``, ``-3`` when the requested name is
+taken, and announces the sweep on stderr (``sweep NAME (ID): N trials``) as soon as its
+ledger row exists, before the first trial. ``submit`` follows the job's log until that
+line and reports the name and id found there, so ``nnchain sweep status|compare|cancel
+NAME`` address the right sweep. If the driver has not announced within
+``confirm_seconds`` (a busy cluster), the requested name is reported as unconfirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnchain.errors import SpecError
+from nnchain.tracking.store import check_name, redact
+
+SPEC_FILE = "sweep.yaml"
+# Variables with credentials that follow the sweep from the submitting machine.
+FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+SECRET_ENV = (*FORWARDED_ENV[1:], "PGPASSWORD", "RAY_AUTH_TOKEN")
+# `sweep run` prints this on stderr once the sweep's ledger row exists.
+ANNOUNCE = re.compile(r"^sweep (?P<name>.+) \((?P<id>[0-9a-f]{4,32})\): (?P<trials>\d+) trials\s*$",
+                      re.MULTILINE)
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class SubmitOptions:
+    address: str | None = None  # the job API, http://HEAD:8265 (else RAY_API_SERVER_ADDRESS)
+    tracking_uri: str | None = None  # as the cluster reaches it; None: the cluster's own
+    ledger_url: str | None = None  # as the cluster reaches it; None: the cluster's own
+    name: str | None = None
+    max_trials: int = 10_000
+    max_concurrent: int | None = None
+    cpus_per_trial: int = 1
+    pack: int | None = None
+    confirm_seconds: float = 120.0
+    forward_credentials: bool = False  # send this machine's credentials as job env vars
+    env: Mapping[str, str] | None = None  # the submitting environment (default os.environ)
+
+
+@dataclass
+class Submission:
+    """A sweep handed to a cluster: the Ray job and, once announced, the sweep it created."""
+
+    job_id: str
+    address: str
+    requested_name: str
+    trials: int
+    name: str | None = None  # the ledger's name, None until the driver announced it
+    sweep_id: str | None = None
+    job_status: str = "PENDING"
+    exit_code: int | None = None
+    result: dict | None = None  # `sweep run --format json` output, once the job ended
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    client: object = field(default=None, repr=False, compare=False)  # the JobSubmissionClient
+
+    def as_dict(self) -> dict:
+        return {"job_id": self.job_id, "address": self.address,
+                "name": self.name or self.requested_name, "confirmed": self.name is not None,
+                "sweep_id": self.sweep_id, "trials": self.trials, "job_status": self.job_status,
+                "exit_code": self.exit_code, "result": self.result}
+
+
+def resolve_address(address: str | None, env: Mapping[str, str]) -> str:
+    """The job API address: the option, then Ray's ``RAY_API_SERVER_ADDRESS``, ``RAY_ADDRESS``."""
+    address = address or env.get("RAY_API_SERVER_ADDRESS") or env.get("RAY_ADDRESS") or ""
+    if not address:
+        raise SpecError("--address", "must name the cluster's job API (http://HEAD:8265), "
+                                     "got nothing (nor RAY_API_SERVER_ADDRESS, RAY_ADDRESS)")
+    if "://" not in address:
+        raise SpecError("--address", f"must be the job API's URL (http://HEAD:8265), got "
+                                     f"{redact(address)!r}")
+    return address
+
+
+def secret_values(options: SubmitOptions, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret this submission knows of, to be masked in anything it prints."""
+    from urllib.parse import urlsplit
+
+    values = [env.get(name, "") for name in SECRET_ENV]
+    for uri in (options.tracking_uri, options.ledger_url, options.address):
+        if uri:
+            values.append(urlsplit(uri).password or "")
+    return tuple(sorted({v for v in values if len(v) >= 3}, key=len, reverse=True))
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _data_files(trials: Sequence) -> list[str]:
+    """The data files the trials read, by the path the spec gives."""
+    return sorted({t.config["data"]["path"] for t in trials if t.config["data"].get("path")})
+
+
+def prepare_working_dir(spec_path: str, trials: Sequence) -> tuple[Path, list[str]]:
+    """A temp dir with the spec and the relative data files; notes for absolute ones."""
+    notes: list[str] = []
+    directory = Path(tempfile.mkdtemp(prefix="nnchain-submit-"))
+    try:
+        shutil.copyfile(spec_path, directory / SPEC_FILE)
+        for path in _data_files(trials):
+            source = Path(path)
+            if source.is_absolute():
+                notes.append(f"data file {path} is not shipped: it must exist at that path on "
+                             "the cluster's head node")
+                continue
+            if ".." in source.parts:
+                raise SpecError("data.path", f"must stay below the working directory to be "
+                                             f"shipped with the job, got {path!r}")
+            if not source.is_file():
+                raise SpecError("data.path", f"must be a readable file to ship with the job, "
+                                             f"{path!r} is not")
+            (directory / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, directory / source)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory, notes
+
+
+def build_entrypoint(name: str, overrides: Sequence[str], options: SubmitOptions) -> str:
+    """The job's shell command: ``sweep run`` on the shipped spec, no URI or secret in it."""
+    words = ["python", "-m", "nnchain", "sweep", "run", SPEC_FILE, "--quiet", "--format", "json",
+             "--name", name, "--max-trials", str(options.max_trials),
+             "--cpus-per-trial", str(options.cpus_per_trial)]
+    for item in overrides:
+        words += ["--set", item]
+    if options.max_concurrent:
+        words += ["--max-concurrent", str(options.max_concurrent)]
+    if options.pack:
+        words += ["--pack", str(options.pack)]
+    return shlex.join(words)
+
+
+FORWARD_WARNING = ("--forward-credentials: Ray records the job's environment, these "
+                   "credentials included, in its dashboard and in each node's "
+                   "runtime_env_agent.log")
+
+
+def job_env(options: SubmitOptions, env: Mapping[str, str]) -> dict[str, str]:
+    """The job's environment variables: the stores as the cluster reaches them and, with
+    ``forward_credentials`` only, this machine's MLflow credentials.
+
+    A URI embedding a password is refused without ``forward_credentials`` (see the
+    module docstring: Ray logs a job's environment).
+
+    ``MLFLOW_DISABLE_TELEMETRY`` is left to the cluster's environment: the driver's
+    ``ray.init`` sets it in its own runtime env, and Ray refuses a job whose runtime env
+    sets the same variable.
+    """
+    from urllib.parse import urlsplit
+
+    values = {"PYTHONUNBUFFERED": "1"}
+    for option, variable, uri in (("--tracking-uri", "MLFLOW_TRACKING_URI", options.tracking_uri),
+                                  ("--ledger-url", "NNCHAIN_LEDGER_URL", options.ledger_url)):
+        if not uri:
+            continue
+        if urlsplit(uri).password is not None and not options.forward_credentials:
+            raise SpecError(option, f"must not hold a password ({redact(uri)}): Ray records a "
+                                    f"job's environment in its logs and dashboard; keep the "
+                                    f"credentials on the cluster (docs/deploy.md) or pass "
+                                    f"--forward-credentials")
+        values[variable] = uri
+    if options.forward_credentials:
+        values.update({name: env[name] for name in FORWARDED_ENV if env.get(name)})
+    return values
+
+
+@contextmanager
+def _explicit_address() -> Iterator[None]:
+    """Ray lets ``RAY_ADDRESS`` override the address a client is given; the option wins here."""
+    saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+             if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def job_client(address: str):
+    """A ``JobSubmissionClient`` on ``address``; an unreachable or refusing API is bad input."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        with _explicit_address():
+            return JobSubmissionClient(address)
+    except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "auth" in first.lower() or "401" in first or "403" in first:
+            hint = "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)"
+        raise SpecError("--address", f"must reach a Ray cluster's job API, "
+                                     f"{redact(address)!r} answered: {first[:300]}{hint}"
+                        ) from None
+
+
+def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOptions,
+                 on_log: Callable[[str], None] | None = None) -> Submission:
+    """Validate the spec here, submit its driver as a Ray job, wait for the sweep's name.
+
+    Bad input (spec, overrides, names, data files, an unreachable job API) raises
+    ``SpecError`` before anything is submitted.
+    """
+    from nnchain.sweep import expand, load_sweep_spec
+
+    env = os.environ if options.env is None else options.env
+    spec = load_sweep_spec(spec_path, overrides)
+    name = check_name("name", options.name or spec.name)
+    check_name("experiment", spec.experiment)
+    trials = expand(spec, max_trials=options.max_trials)
+    address = resolve_address(options.address, env)
+    secrets = secret_values(options, env)
+    variables = job_env(options, env)
+    client = job_client(address)
+    if options.forward_credentials:
+        _say(on_log, FORWARD_WARNING)
+    working_dir, notes = prepare_working_dir(spec_path, trials)
+    for note in notes:
+        _say(on_log, note)
+    job_id = f"nnchain-{uuid.uuid4().hex[:12]}"
+    try:
+        client.submit_job(
+            entrypoint=build_entrypoint(name, overrides, options), submission_id=job_id,
+            runtime_env={"working_dir": str(working_dir), "env_vars": variables},
+            metadata={"nnchain.sweep": name, "nnchain.experiment": spec.experiment,
+                      "nnchain.trials": str(len(trials))})
+    except Exception as exc:
+        text = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                    type(exc).__name__, secrets)
+        raise SpecError("--address", f"must accept the job, {redact(address)!r} refused it: "
+                                     f"{text[:300]}") from None
+    finally:
+        shutil.rmtree(working_dir, ignore_errors=True)
+    submission = Submission(job_id=job_id, address=redact(address), requested_name=name,
+                            trials=len(trials), secrets=secrets, client=client)
+    confirm(submission, options.confirm_seconds, on_log)
+    return submission
+
+
+def _say(on_log: Callable[[str], None] | None, line: str) -> None:
+    if on_log is not None:
+        on_log(line)
+
+
+def _refresh(submission: Submission) -> str:
+    """The job's log so far (masked); updates status, exit code, name and result."""
+    client = submission.client
+    info = client.get_job_info(submission.job_id)
+    submission.job_status = str(getattr(info.status, "value", info.status))
+    submission.exit_code = getattr(info, "driver_exit_code", None)
+    logs = mask(client.get_job_logs(submission.job_id), submission.secrets)
+    if submission.name is None:
+        found = ANNOUNCE.search(logs)
+        if found:
+            submission.name, submission.sweep_id = found["name"], found["id"]
+    if submission.job_status in TERMINAL:
+        submission.result = last_json(logs)
+    return logs
+
+
+def last_json(logs: str) -> dict | None:
+    """The last line of ``logs`` that is ``sweep run``'s JSON result."""
+    for line in reversed(logs.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and "sweep_id" in value:
+                return value
+    return None
+
+
+def confirm(submission: Submission, seconds: float,
+            on_log: Callable[[str], None] | None = None, poll: float = 0.5) -> None:
+    """Follow the job until its driver announces the sweep, the job ends, or ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        logs = _refresh(submission)
+        if submission.name is not None:
+            return
+        if submission.job_status in TERMINAL:
+            tail = [line for line in logs.strip().splitlines() if line.strip()][-1:]
+            _say(on_log, f"job {submission.job_id} ended {submission.job_status} before "
+                         f"creating its sweep" + (f": {tail[0][:500]}" if tail else ""))
+            return
+        if time.monotonic() > deadline:
+            _say(on_log, f"job {submission.job_id} is {submission.job_status} and has not "
+                         f"created its sweep yet; it will be {submission.requested_name!r} "
+                         f"unless that name is taken (then -2, -3, ...): `ray job logs "
+                         f"{submission.job_id}` shows it")
+            return
+        time.sleep(poll)
+
+
+def follow(submission: Submission, on_log: Callable[[str], None] | None = None,
+           poll: float = 1.0) -> Submission:
+    """Stream the job's log (masked) until it ends; the job goes on if this is interrupted."""
+    shown = 0
+    while True:
+        logs = _refresh(submission)
+        if len(logs) > shown:
+            for line in logs[shown:].splitlines():
+                _say(on_log, line)
+            shown = len(logs)
+        if submission.job_status in TERMINAL:
+            return submission
+        time.sleep(poll)
+
+
+def exit_code(submission: Submission) -> int:
+    """The command's exit code once the job ended: the driver's own where it is ours."""
+    if submission.job_status == "SUCCEEDED":
+        return EXIT_OK
+    if submission.exit_code in (EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED):
+        return submission.exit_code
+    return EXIT_FAILED
