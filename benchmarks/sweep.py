@@ -584,6 +584,17 @@ def report(args, runs: dict, problems: dict) -> None:
         print(f"  trials' own training time, {e} ep: {fmt(nn_train)} s in nnchain's workers "
               f"vs {fmt(loop_train)} s in the loop ({nn_train / loop_train:.2f}x)")
     nn_wall, nn_ray = med("nnchain", e, "wall"), med("nnchain", e, "ray_start")
+    for label, name in (("stock", "tune-stock"), ("tuned", "tune-tuned")):
+        after = per_repeat(lambda i, name=name: (
+            at("nnchain", e, i)["wall"] - at("nnchain", e, i)["ray_start"]) / (
+            at(name, e, i)["wall"] - at(name, e, i)["ray_start"]))
+        if after is not None:
+            print(f"  nnchain / {label} Ray Tune, each without its Ray start ({e} ep): "
+                  f"{after:.2f}")
+    first_tasks = med("ray-start", 0, "first_tasks")
+    if nn_short and loop_short and ray_init and first_tasks:
+        print(f"  {s} ep: nnchain / (loop + ray.init + first {int(n_cores)} tasks' worker "
+              f"start {first_tasks:.2f} s): {nn_short / (loop_short + ray_init + first_tasks):.2f}")
     if nn_wall and nn_ray is not None and loop_train:
         ideal = nn_ray + loop_train / n_cores
         print(f"  {e} ep: nnchain after Ray start {nn_wall - nn_ray:.2f} s; the loop's training "

@@ -37,6 +37,9 @@ class TranslatingGroup(click.Group):
 def main() -> None:
     """Backpropagation experiments: train numpy networks, sweep them on Ray, record in MLflow."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # offline by default: no telemetry or usage reports unless the user opts in
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

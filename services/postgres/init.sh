@@ -27,9 +27,7 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc \
     -v mlflow_db="${MLFLOW_DB_NAME:-mlflow}" \
     -v mlflow_auth_db="${MLFLOW_AUTH_DB_NAME:-mlflow_auth}" \
     -v nnchain_user="${NNCHAIN_DB_USER:-nnchain}" \
-    -v nnchain_db="${NNCHAIN_DB_NAME:-nnchain}" \
-    -v mlflow_file="$MLFLOW_DB_PASSWORD_FILE" \
-    -v nnchain_file="$NNCHAIN_DB_PASSWORD_FILE" <<'SQL'
+    -v nnchain_db="${NNCHAIN_DB_NAME:-nnchain}" <<'SQL'
 \set mlflow_password `cat "$MLFLOW_DB_PASSWORD_FILE"`
 \set nnchain_password `cat "$NNCHAIN_DB_PASSWORD_FILE"`
 CREATE ROLE :"mlflow_user" LOGIN PASSWORD :'mlflow_password';

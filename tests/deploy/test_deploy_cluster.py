@@ -1,0 +1,450 @@
+"""The deployment of docker-compose.yml reproduced without containers, on this machine.
+
+PostgreSQL (127.0.0.1:5432) gets roles and databases from ``services/postgres/init.sh``;
+``services/mlflow/entrypoint.py`` runs as a process (basic auth, proxied artifacts, a
+service user); ``ray start --head`` (no CPUs: it only drives) and two ``ray start``
+workers with one CPU each form a cluster with token authentication, its dashboard on
+127.0.0.1. The head holds the driver's credentials, as the compose file's ray-head does.
+Then ``nnchain sweep submit --wait`` sends a 6-trial sweep to the job API, and the tests
+read what it left behind: runs through the server, the ledger, Ray's task records, and
+every log Ray and MLflow wrote.
+
+Nodes are stopped by killing the process groups their ``ray start`` created (and every
+descendant), never with ``ray stop``, which would also stop the session's local Ray and
+any other Ray on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from deploy_support import (
+    BIN,
+    MLFLOW_ENTRYPOINT,
+    POSTGRES_INIT,
+    free_ports,
+    kill_tree,
+    nnchain_command,
+    process_tree,
+)
+
+pytestmark = pytest.mark.slow
+
+PG_ADMIN = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+EPOCHS = 15
+SPEC = """
+name: deploy-grid
+experiment: deploy
+seed: 1
+metric: {name: val_cost, goal: minimize}
+data: {name: xor, n_samples: 40, noise: 0.05, val_fraction: 0.25}
+model: {hidden: [4], activation: tanh}
+train: {epochs: 40, lr: 0.5}
+parameters:
+  train.lr: {values: [0.1, 0.5, 2.0]}
+  model.hidden: {values: [[2], [4]]}
+"""
+SERVICE_USER = "nnchain"
+
+
+def _pg_reachable() -> bool:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(PG_ADMIN)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def _wait_http(url: str, seconds: float, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{url} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+class Deployment:
+    """Everything the module's tests read: addresses, secrets, outputs, logs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.secrets = {name: f"{name}-{secrets.token_urlsafe(18)}" for name in
+                        ("admin", "service", "reader", "mlflow_db", "ledger_db", "ray_token")}
+        self.groups: set[int] = set()
+        self.server: subprocess.Popen | None = None
+        tag = uuid.uuid4().hex[:8]
+        self.names = {"mlflow_user": f"nnd_{tag}_mlflow", "mlflow_db": f"nnd_{tag}_mlflow",
+                      "auth_db": f"nnd_{tag}_auth", "ledger_user": f"nnd_{tag}_nnchain",
+                      "ledger_db": f"nnd_{tag}_ledger"}
+        admin = urlsplit(PG_ADMIN)
+        self.pg_host, self.pg_port = admin.hostname or "127.0.0.1", admin.port or 5432
+        self.pg_user = admin.username or "postgres"
+        self.ledger_url = (f"postgresql+psycopg://{self.names['ledger_user']}:"
+                           f"{self.secrets['ledger_db']}@{self.pg_host}:{self.pg_port}/"
+                           f"{self.names['ledger_db']}")
+
+    # ---- PostgreSQL, through the compose file's init script ------------------------------
+    def init_databases(self) -> None:
+        files = {}
+        for name in ("mlflow_db", "ledger_db"):
+            files[name] = self.root / f"{name}.secret"
+            files[name].write_text(self.secrets[name])
+        env = dict(os.environ, PGHOST=self.pg_host, PGPORT=str(self.pg_port),
+                   POSTGRES_USER=self.pg_user, POSTGRES_DB="postgres",
+                   MLFLOW_DB_PASSWORD_FILE=str(files["mlflow_db"]),
+                   NNCHAIN_DB_PASSWORD_FILE=str(files["ledger_db"]),
+                   MLFLOW_DB_USER=self.names["mlflow_user"],
+                   MLFLOW_DB_NAME=self.names["mlflow_db"],
+                   MLFLOW_AUTH_DB_NAME=self.names["auth_db"],
+                   NNCHAIN_DB_USER=self.names["ledger_user"],
+                   NNCHAIN_DB_NAME=self.names["ledger_db"])
+        done = subprocess.run(["sh", str(POSTGRES_INIT)], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    def drop_databases(self) -> None:
+        import sqlalchemy
+
+        admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for key in ("mlflow_db", "auth_db", "ledger_db"):
+                name = self.names[key]
+                connection.execute(sqlalchemy.text(
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}'"))
+                connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            for key in ("mlflow_user", "ledger_user"):
+                connection.execute(sqlalchemy.text(f'DROP ROLE IF EXISTS "{self.names[key]}"'))
+        admin.dispose()
+
+    # ---- the MLflow server, through the image's entrypoint -------------------------------
+    def start_mlflow(self, port: int) -> None:
+        self.mlflow_port = port
+        self.mlflow_url = f"http://127.0.0.1:{port}"
+        self.mlflow_log = self.root / "mlflow-server.log"
+        files = {}
+        for name in ("admin", "service", "mlflow_db"):
+            files[name] = self.root / f"{name}.secret"
+            files[name].write_text(self.secrets[name] + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PG"))}
+        env.update(MLFLOW_DB_HOST=self.pg_host, MLFLOW_DB_PORT=str(self.pg_port),
+                   MLFLOW_DB_USER=self.names["mlflow_user"],
+                   MLFLOW_DB_PASSWORD_FILE=str(files["mlflow_db"]),
+                   MLFLOW_DB_NAME=self.names["mlflow_db"],
+                   MLFLOW_AUTH_DB_NAME=self.names["auth_db"],
+                   MLFLOW_AUTH_ADMIN_PASSWORD_FILE=str(files["admin"]),
+                   MLFLOW_SERVICE_USERNAME=SERVICE_USER,
+                   MLFLOW_SERVICE_PASSWORD_FILE=str(files["service"]),
+                   MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
+                   MLFLOW_ARTIFACTS_DESTINATION=str(self.root / "artifacts"),
+                   MLFLOW_CONFIG_DIR=str(self.root / "mlflow-config"),
+                   MLFLOW_DISABLE_TELEMETRY="true")
+        with open(self.mlflow_log, "w") as log:
+            self.server = subprocess.Popen([str(BIN / "python"), str(MLFLOW_ENTRYPOINT)],
+                                           env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
+        self.groups.add(self.server.pid)
+
+    def wait_mlflow(self) -> None:
+        _wait_http(f"{self.mlflow_url}/health", 120, self.server, self.mlflow_log)
+
+    # ---- the Ray cluster ------------------------------------------------------------------
+    def ray_env(self, head: bool) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RAY_", "MLFLOW_", "NNCHAIN_", "PG"))}
+        env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                   RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.secrets["ray_token"],
+                   RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true")
+        if head:  # what the compose file's ray-head holds
+            env.update(MLFLOW_TRACKING_URI=self.mlflow_url,
+                       MLFLOW_TRACKING_USERNAME=SERVICE_USER,
+                       MLFLOW_TRACKING_PASSWORD=self.secrets["service"],
+                       NNCHAIN_LEDGER_URL=self.ledger_url)
+        return env
+
+    def ray_start(self, args: list[str], head: bool, log_name: str) -> None:
+        log = self.root / log_name
+        with open(log, "w") as out:
+            process = subprocess.Popen([str(BIN / "ray"), "start", *args,
+                                        "--disable-usage-stats"],
+                                       env=self.ray_env(head), stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        self.groups.add(process.pid)  # its daemons stay in this process group
+        code = process.wait(timeout=180)
+        assert code == 0, log.read_text()[-3000:]
+
+    def start_ray(self, ports: list[int]) -> None:
+        self.ray_temp = Path(tempfile.mkdtemp(prefix="nnd-", dir="/tmp"))  # short socket paths
+        gcs, self.dashboard_port = ports[0], ports[1]
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        self.gcs = f"127.0.0.1:{gcs}"
+        rest = iter(ports[2:])
+
+        def node_ports() -> list[str]:
+            return [f"--node-manager-port={next(rest)}", f"--object-manager-port={next(rest)}",
+                    f"--dashboard-agent-listen-port={next(rest)}",
+                    f"--dashboard-agent-grpc-port={next(rest)}",
+                    f"--runtime-env-agent-port={next(rest)}",
+                    f"--metrics-export-port={next(rest)}"]
+
+        self.ray_start(["--head", f"--port={gcs}", "--num-cpus=0",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                        f"--ray-client-server-port={next(rest)}",
+                        f"--temp-dir={self.ray_temp}", *node_ports()], True, "ray-head.log")
+        for index in (1, 2):
+            self.ray_start([f"--address={self.gcs}", "--num-cpus=1",
+                            f"--temp-dir={self.ray_temp}", *node_ports()], False,
+                           f"ray-worker-{index}.log")
+
+    def ray_cli(self, *args: str) -> str:
+        """A ``ray`` state or job command on the cluster, with its token."""
+        env = dict(self.ray_env(False), RAY_ADDRESS=self.dashboard)
+        done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    # ---- the submission -------------------------------------------------------------------
+    def submit(self) -> None:
+        spec = self.root / "deploy.yaml"
+        spec.write_text(SPEC)
+        self.spec = spec
+        # The submitting machine: its own MLflow login (not forwarded by default) and the
+        # cluster's token; no ledger URL, no tracking URI in its environment.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RAY_", "MLFLOW_", "NNCHAIN_"))}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.secrets["ray_token"],
+                   RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true",
+                   MLFLOW_TRACKING_USERNAME="admin",
+                   MLFLOW_TRACKING_PASSWORD=self.secrets["admin"])
+        started = time.monotonic()
+        self.submitted = subprocess.run(
+            nnchain_command("sweep", "submit", str(spec), "--address", self.dashboard,
+                            "--tracking-uri", self.mlflow_url, "--set",
+                            f"train.epochs={EPOCHS}", "--wait", "--format", "json"),
+            env=env, cwd=self.root, capture_output=True, text=True, timeout=300)
+        self.submit_seconds = time.monotonic() - started
+        assert self.submitted.returncode == 0, (self.submitted.stdout, self.submitted.stderr)
+        self.result = json.loads(self.submitted.stdout)
+        self.job_logs = self.ray_cli("job", "logs", self.result["job_id"])
+
+    def stop(self) -> None:
+        kill_tree(self.groups)
+        deadline = time.monotonic() + 10
+        while process_tree(self.groups) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    pytest.importorskip("flask_wtf", reason="the MLflow basic-auth app needs mlflow[auth]")
+    if not _pg_reachable():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
+    if shutil.which("psql") is None:
+        pytest.skip("psql (PostgreSQL client) is needed to run services/postgres/init.sh")
+    deploy = Deployment(tmp_path_factory.mktemp("deploy"))
+    deploy.init_databases()
+    try:
+        ports = free_ports(24)
+        deploy.start_mlflow(ports[0])  # starts while the Ray nodes start
+        deploy.start_ray(ports[1:])
+        deploy.wait_mlflow()
+        deploy.submit()
+        yield deploy
+    finally:
+        deploy.stop()
+        deploy.drop_databases()
+        if hasattr(deploy, "ray_temp"):
+            deploy.leftover_ray_logs = deploy.ray_temp
+            shutil.rmtree(deploy.ray_temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def admin_client(deployment):
+    from mlflow import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME",
+                                            "MLFLOW_TRACKING_PASSWORD")}
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = deployment.secrets["admin"]
+    try:
+        yield MlflowClient(tracking_uri=deployment.mlflow_url)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _runs(client):
+    experiment = client.get_experiment_by_name("deploy")
+    assert experiment is not None
+    return experiment, client.search_runs([experiment.experiment_id], max_results=100)
+
+
+def _ledger_trials(deployment):
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(deployment.ledger_url)
+    try:
+        with engine.connect() as connection:
+            sweeps = connection.execute(sqlalchemy.text(
+                "SELECT id, name, status, tracking_uri, options, spec_text "
+                "FROM nnchain_sweeps")).mappings().all()
+            trials = connection.execute(sqlalchemy.text(
+                "SELECT key, state, worker, reason, run_id FROM nnchain_trials")
+            ).mappings().all()
+    finally:
+        engine.dispose()
+    return sweeps, trials
+
+
+def test_submit_reports_the_sweep_it_created(deployment):
+    out = deployment.result
+    assert out["confirmed"] and out["name"] == "deploy-grid"
+    assert out["job_id"].startswith("nnchain-") and out["job_status"] == "SUCCEEDED"
+    assert out["result"]["status"] == "FINISHED" and out["result"]["counts"] == {"FINISHED": 6}
+    sweeps, trials = _ledger_trials(deployment)
+    assert [(s["id"], s["name"], s["status"]) for s in sweeps] == [
+        (out["sweep_id"], "deploy-grid", "FINISHED")]
+    assert len(trials) == 6 and {t["state"] for t in trials} == {"FINISHED"}
+    # the entrypoint the cluster ran names no store, no user and no secret
+    entrypoint = next(line for line in deployment.job_logs.splitlines()
+                      if line.startswith("Running entrypoint"))
+    assert "sweep run sweep.yaml" in entrypoint and "://" not in entrypoint
+    assert deployment.submit_seconds < 120, deployment.submit_seconds
+
+
+def test_runs_are_read_back_through_the_server(deployment, admin_client):
+    from nnchain.config import to_params
+    from nnchain.sweep import expand, load_sweep_spec
+
+    trials = expand(load_sweep_spec(deployment.spec, [f"train.epochs={EPOCHS}"]))
+    experiment, runs = _runs(admin_client)
+    parent = [r for r in runs if r.data.tags.get("nnchain.kind") == "sweep"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = {r.data.tags["nnchain.trial_key"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
+    assert set(children) == {t.key for t in trials}
+    for trial in trials:
+        run = children[trial.key]
+        assert run.info.status == "FINISHED"
+        assert run.data.params == to_params(trial.config)
+        steps = [m.step for m in admin_client.get_metric_history(run.info.run_id, "val_cost")]
+        assert sorted(steps) == list(range(EPOCHS))
+        # artifacts went through the server's proxy into its artifacts destination
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert "weights.npz" in {a.path for a in admin_client.list_artifacts(run.info.run_id)}
+    assert list((deployment.root / "artifacts").rglob("weights.npz"))
+    # the driver recorded as the cluster's service user, not as the submitting admin
+    response = requests.get(
+        f"{deployment.mlflow_url}/api/2.0/mlflow/experiments/permissions/get",
+        params={"experiment_id": experiment.experiment_id, "username": SERVICE_USER},
+        auth=("admin", deployment.secrets["admin"]), timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["experiment_permission"]["permission"] == "MANAGE"
+
+
+def test_trials_ran_on_more_than_one_node(deployment):
+    """Each trial's ledger row names the worker process (host:pid) that trained it; Ray's
+    task records map that pid to the node whose raylet ran the task. Two distinct worker
+    nodes, and never the head (it has no CPUs: it only drives)."""
+    _, trials = _ledger_trials(deployment)
+    tasks = json.loads(deployment.ray_cli("list", "tasks", "--filter", "name=run_pack",
+                                          "--detail", "--format", "json", "--limit", "1000"))
+    nodes = json.loads(deployment.ray_cli("list", "nodes", "--format", "json", "--detail"))
+    head = {n["node_id"] for n in nodes if n["is_head_node"]}
+    workers = {n["node_id"] for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE"}
+    assert len(workers) == 2
+    node_of_pid = {int(t["worker_pid"]): t["node_id"] for t in tasks if t.get("worker_pid")}
+    trial_nodes = {node_of_pid[int(t["worker"].rsplit(":", 1)[1])] for t in trials}
+    assert trial_nodes <= workers and not trial_nodes & head
+    assert len(trial_nodes) == 2, (trial_nodes, [t["worker"] for t in trials])
+
+
+def test_the_server_refuses_strangers_and_read_only_users(deployment, admin_client):
+    url = deployment.mlflow_url
+    search = f"{url}/api/2.0/mlflow/experiments/search"
+    assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+    assert requests.get(search, params={"max_results": 1}, auth=("admin", "wrong-password!"),
+                        timeout=10).status_code == 401
+    assert requests.get(search, params={"max_results": 1}, auth=(SERVICE_USER, "not-it-at-all"),
+                        timeout=10).status_code == 401
+
+    admin = ("admin", deployment.secrets["admin"])
+    reader = ("reader", deployment.secrets["reader"])
+    created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10, auth=admin,
+                            json={"username": reader[0], "password": reader[1]})
+    assert created.status_code == 200, created.text
+    experiment, runs = _runs(admin_client)
+    granted = requests.post(f"{url}/api/2.0/mlflow/experiments/permissions/create", timeout=10,
+                            auth=admin, json={"experiment_id": experiment.experiment_id,
+                                              "username": reader[0], "permission": "READ"})
+    assert granted.status_code == 200, granted.text
+    run_id = runs[0].info.run_id
+    read = requests.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                        auth=reader, timeout=10)
+    assert read.status_code == 200
+    logged = requests.post(f"{url}/api/2.0/mlflow/runs/log-metric", auth=reader, timeout=10,
+                           json={"run_id": run_id, "key": "intruder", "value": 1.0,
+                                 "timestamp": 0, "step": 0})
+    assert logged.status_code == 403, logged.text
+    # nor may the sweeps' service user manage users
+    denied = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,
+                           auth=(SERVICE_USER, deployment.secrets["service"]),
+                           json={"username": "mallory", "password": "x" * 16})
+    assert denied.status_code == 403
+
+
+def test_no_password_in_params_tags_or_any_log(deployment, admin_client):
+    _, runs = _runs(admin_client)
+    sweeps, trials = _ledger_trials(deployment)
+    texts = {
+        "submit stdout": deployment.submitted.stdout,
+        "submit stderr": deployment.submitted.stderr,
+        "job logs": deployment.job_logs,
+        "mlflow server log": deployment.mlflow_log.read_text(),
+        "ledger": json.dumps([dict(s) for s in sweeps] + [dict(t) for t in trials],
+                             default=str),
+    }
+    for run in runs:
+        texts[f"run {run.info.run_id}"] = json.dumps(
+            [run.data.params, run.data.tags, run.info.run_name])
+    # every file Ray wrote on the three nodes: its own logs, the job's, the workers'
+    for path in deployment.ray_temp.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.suffix != ".sock":
+            try:
+                texts[str(path)] = path.read_text(errors="replace")
+            except OSError:
+                continue
+    assert any("runtime_env_agent" in name for name in texts)
+    assert "deploy-grid" in texts["job logs"]
+    for secret_name in ("admin", "service", "reader", "mlflow_db", "ledger_db", "ray_token"):
+        secret = deployment.secrets[secret_name]
+        leaks = [name for name, text in texts.items() if secret in text]
+        assert not leaks, f"the {secret_name} password appears in {leaks}"
+    assert sweeps[0]["tracking_uri"] == deployment.mlflow_url
