@@ -40,8 +40,10 @@ def _run_options(function):
         options.tracking_uri, options.ledger_url, options.address,
         click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
                      help="Trials running at once [default: cluster CPUs / cpus per trial]."),
-        click.option("--cpus-per-trial", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="CPUs (and BLAS threads) of each trial."),
+        click.option("--cpus-per-trial", type=click.FloatRange(min=0.01), default=1.0,
+                     show_default=True,
+                     help="CPUs of each trial (BLAS threads: its integer part, at least 1); "
+                          "a fraction runs several trials per CPU."),
         click.option("--pack", type=click.IntRange(min=1), default=None,
                      help="Trials per Ray task [default: chosen from the sweep's size]."),
         options.output_format,
@@ -76,7 +78,7 @@ def _execute(ctx: click.Context, call, quiet: bool, output_format: str) -> None:
 @click.pass_context
 def run(ctx: click.Context, spec: str, overrides: tuple[str, ...], name: str | None,
         max_trials: int, tracking_uri: str | None, ledger_url: str | None, address: str | None,
-        max_concurrent: int | None, cpus_per_trial: int, pack: int | None,
+        max_concurrent: int | None, cpus_per_trial: float, pack: int | None,
         output_format: str, quiet: bool) -> None:
     """Run every trial of the sweep in SPEC (YAML) on Ray, recorded in MLflow.
 
@@ -106,7 +108,7 @@ def run(ctx: click.Context, spec: str, overrides: tuple[str, ...], name: str | N
 @click.pass_context
 def resume(ctx: click.Context, sweep_ref: str, tracking_uri: str | None,
            ledger_url: str | None, address: str | None, max_concurrent: int | None,
-           cpus_per_trial: int, pack: int | None, output_format: str, quiet: bool) -> None:
+           cpus_per_trial: float, pack: int | None, output_format: str, quiet: bool) -> None:
     """Run the trials of SWEEP (name or id) that are not FINISHED, from their checkpoints."""
     from nnchain.runner.sweep import resume_sweep
 

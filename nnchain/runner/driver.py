@@ -69,7 +69,7 @@ class Snapshot:
 
 @dataclass
 class Settings:
-    cpus_per_trial: int = 1
+    cpus_per_trial: float = 1.0
     max_concurrent: int = 2
     in_flight: int = 0  # tasks submitted at once; 0: max_concurrent
     pack: int = 1
@@ -169,7 +169,8 @@ class Driver:
         while self.queue and len(self.in_flight) < limit:
             pack = [self.queue.popleft() for _ in range(min(self.settings.pack, len(self.queue)))]
             generator = remote_pack.options(num_cpus=self.settings.cpus_per_trial).remote(
-                pack, self.settings.cpus_per_trial, self.settings.flush_seconds, *self.data_refs)
+                pack, max(1, int(self.settings.cpus_per_trial)), self.settings.flush_seconds,
+                *self.data_refs)
             self.in_flight[generator] = [w.trial_id for w in pack]
             for work in pack:
                 self.live[work.trial_id].state = "QUEUED"

@@ -50,7 +50,7 @@ class SweepOptions:
     ledger_url: str | None = None
     address: str | None = None
     max_concurrent: int | None = None  # default: the cluster's CPUs / cpus_per_trial
-    cpus_per_trial: int = 1
+    cpus_per_trial: float = 1.0  # a fraction packs several trials on one CPU
     max_trials: int = 10_000
     name: str | None = None
     pack: int | None = None  # trials per Ray task; None: chosen from the sweep's size
@@ -95,13 +95,13 @@ def _data_splits(configs: Sequence[dict]) -> tuple[list, list[str]]:
 
 def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
               checkpoint_every: int) -> Settings:
-    if options.cpus_per_trial < 1:
-        raise SpecError("--cpus-per-trial", f"must be >= 1, got {options.cpus_per_trial}")
+    if not 0.01 <= options.cpus_per_trial:
+        raise SpecError("--cpus-per-trial", f"must be >= 0.01, got {options.cpus_per_trial}")
     cpus = int(resources.get("CPU", 1))
     if options.cpus_per_trial > cpus:
         raise SpecError("--cpus-per-trial", f"must be <= the cluster's {cpus} CPUs, got "
                                             f"{options.cpus_per_trial}")
-    slots = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
+    slots = options.max_concurrent or max(1, int(cpus / options.cpus_per_trial + 1e-9))
     pack = options.pack or auto_pack(n_trials, slots)
     # With the cluster's own bound, one task waits behind each running one so that no
     # slot idles while the driver records; a user's --max-concurrent is kept exactly.
