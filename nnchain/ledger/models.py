@@ -89,6 +89,7 @@ class Trial(Base):
     state: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     run_id: Mapped[str] = mapped_column(String(64), default="")
+    artifact_uri: Mapped[str] = mapped_column(Text, default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     last_step: Mapped[int] = mapped_column(Integer, default=-1)  # highest step recorded

@@ -106,6 +106,16 @@ def state_counts(ledger: Ledger, sweep_id: str) -> Counter:
     return Counter(dict(rows))
 
 
+def set_runs(ledger: Ledger, runs: Mapping[int, tuple[str, str]]) -> None:
+    """Record the runs created ahead for trials: trial id -> (run id, artifact URI)."""
+    if not runs:
+        return
+    with ledger.session() as session:
+        for trial_id, (run_id, artifact_uri) in runs.items():
+            session.execute(update(Trial).where(Trial.id == trial_id)
+                            .values(run_id=run_id, artifact_uri=artifact_uri))
+
+
 def update_sweep(ledger: Ledger, sweep_id: str, **values: Any) -> None:
     with ledger.session() as session:
         session.execute(update(Sweep).where(Sweep.id == sweep_id)

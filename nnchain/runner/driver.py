@@ -109,7 +109,8 @@ class Driver:
         for trial in trials:
             live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
                         trial.overrides, self.data_keys.index(_data_key(trial.config)),
-                        run_id=trial.run_id, attempt=trial.attempt, retries=trial.retries,
+                        run_id=trial.run_id, artifact_uri=trial.artifact_uri,
+                        attempt=trial.attempt, retries=trial.retries,
                         last_step=trial.last_step, summary=dict(trial.summary or {}),
                         state=trial.state)
             self.live[trial.id] = live

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from nnchain.errors import SpecError
 from nnchain.tracking.store import check_name, redact
@@ -117,8 +118,6 @@ def resolve_address(address: str | None, env: Mapping[str, str]) -> str:
 
 def secret_values(options: SubmitOptions, env: Mapping[str, str]) -> tuple[str, ...]:
     """Every secret this submission knows of, to be masked in anything it prints."""
-    from urllib.parse import urlsplit
-
     values = [env.get(name, "") for name in SECRET_ENV]
     for uri in (options.tracking_uri, options.ledger_url, options.address):
         if uri:
@@ -132,20 +131,23 @@ def mask(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _data_files(trials: Sequence) -> list[str]:
-    """The data files the trials read, by the path the spec gives."""
-    return sorted({t.config["data"]["path"] for t in trials if t.config["data"].get("path")})
+def _data_files(spec, trials: Sequence) -> list[str]:
+    """The data files the trials read, as the spec writes them (expansion resolves them
+    against this directory; the cluster resolves them against the job's)."""
+    base = (spec.base.get("data") or {}).get("path")
+    paths = {t.overrides.get("data.path", base) for t in trials}
+    return sorted(str(p) for p in paths if p)
 
 
-def prepare_working_dir(spec_path: str, trials: Sequence) -> tuple[Path, list[str]]:
+def prepare_working_dir(spec_path: str, spec, trials: Sequence) -> tuple[Path, list[str]]:
     """A temp dir with the spec and the relative data files; notes for absolute ones."""
     notes: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="nnchain-submit-"))
     try:
         shutil.copyfile(spec_path, directory / SPEC_FILE)
-        for path in _data_files(trials):
+        for path in _data_files(spec, trials):
             source = Path(path)
-            if source.is_absolute():
+            if source.is_absolute() or path.startswith("~"):
                 notes.append(f"data file {path} is not shipped: it must exist at that path on "
                              "the cluster's head node")
                 continue
@@ -193,8 +195,6 @@ def job_env(options: SubmitOptions, env: Mapping[str, str]) -> dict[str, str]:
     ``ray.init`` sets it in its own runtime env, and Ray refuses a job whose runtime env
     sets the same variable.
     """
-    from urllib.parse import urlsplit
-
     values = {"PYTHONUNBUFFERED": "1"}
     for option, variable, uri in (("--tracking-uri", "MLFLOW_TRACKING_URI", options.tracking_uri),
                                   ("--ledger-url", "NNCHAIN_LEDGER_URL", options.ledger_url)):
@@ -259,7 +259,7 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     client = job_client(address)
     if options.forward_credentials:
         _say(on_log, FORWARD_WARNING)
-    working_dir, notes = prepare_working_dir(spec_path, trials)
+    working_dir, notes = prepare_working_dir(spec_path, spec, trials)
     for note in notes:
         _say(on_log, note)
     job_id = f"nnchain-{uuid.uuid4().hex[:12]}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,14 +95,19 @@ def _data_splits(configs: Sequence[dict]) -> tuple[list, list[str]]:
     return [make_data(json.loads(key)) for key in keys], keys
 
 
+def _check_cpus(options: SweepOptions, local_cpus: int | None) -> None:
+    """Refuse CPU requests that can never be met (known only for a local Ray; a remote
+    cluster may grow, so there a trial waits for a node large enough)."""
+    if options.cpus_per_trial < 0.01:
+        raise SpecError("--cpus-per-trial", f"must be >= 0.01, got {options.cpus_per_trial}")
+    if local_cpus is not None and options.cpus_per_trial > local_cpus:
+        raise SpecError("--cpus-per-trial", f"must be <= this machine's {local_cpus} CPUs, "
+                                            f"got {options.cpus_per_trial}")
+
+
 def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
               checkpoint_every: int) -> Settings:
-    if not 0.01 <= options.cpus_per_trial:
-        raise SpecError("--cpus-per-trial", f"must be >= 0.01, got {options.cpus_per_trial}")
     cpus = int(resources.get("CPU", 1))
-    if options.cpus_per_trial > cpus:
-        raise SpecError("--cpus-per-trial", f"must be <= the cluster's {cpus} CPUs, got "
-                                            f"{options.cpus_per_trial}")
     slots = options.max_concurrent or max(1, int(cpus / options.cpus_per_trial + 1e-9))
     pack = options.pack or auto_pack(n_trials, slots)
     # With the cluster's own bound, one task waits behind each running one so that no
@@ -116,29 +123,47 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
               on_progress: Callable[[Snapshot], None] | None = None,
               on_created: Callable[[Sweep], None] | None = None) -> SweepResult:
     """Validate, record and run a new sweep to its end."""
-    from nnchain.sweep import expand, load_sweep_spec, spec_fingerprint
+    from nnchain.sweep import expand, load_sweep_spec
 
     spec = load_sweep_spec(spec_path, overrides)
-    name = check_name("name", options.name or spec.name)
+    check_name("name", options.name or spec.name)
     check_name("experiment", spec.experiment)
     trials = expand(spec, max_trials=options.max_trials)
     uri = resolve_tracking_uri(options.tracking_uri)
     prepare_location(uri)
     cluster.check_address(options.address)
+    local_cpus = None if (options.address or os.environ.get("RAY_ADDRESS")) else \
+        (options.num_cpus or os.cpu_count() or 1)
+    _check_cpus(options, local_cpus)
     datasets, data_keys = _data_splits([t.config for t in trials])
-    # Ray starts while the MLflow store is created or checked (each takes seconds).
+    # Everything is valid: while Ray starts (seconds of waiting), another thread creates or
+    # checks the MLflow store, records the sweep and creates trial runs ahead.
+    ray_ready = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        opening = pool.submit(open_client, uri)
-        resources = cluster.connect(options.address, num_cpus=options.num_cpus)
-        client = opening.result()
+        recording = pool.submit(_record_sweep, spec, trials, uri, options, ray_ready)
+        try:
+            resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+        finally:
+            ray_ready.set()
+        client, ledger, sweep = recording.result()
     settings = _settings(spec, options, resources, len(trials),
                          trials[0].config["train"].get("checkpoint_every", 0))
+    if on_created is not None:
+        on_created(sweep)
+    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 
+
+def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: threading.Event):
+    """Open the stores, record the sweep (ledger rows, parent run) and create its trials'
+    runs (SCHEDULED) until Ray is up; the loop creates the rest as trials start."""
+    from nnchain.sweep import spec_fingerprint
+
+    client = open_client(uri)
     ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
     reap(ledger, client)
-    name = ledger_ops.free_name(ledger, name)
+    name = ledger_ops.free_name(ledger, options.name or spec.name)
     sweep_id = ledger_ops.new_sweep_id()
-    sweep = ledger_ops.create_sweep(
+    ledger_ops.create_sweep(
         ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
         fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
         metric_goal=spec.metric.goal, tracking_uri=redact(uri), trials=trials,
@@ -154,10 +179,16 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
             "sweep.trials": str(len(trials)), "sweep.seed": str(spec.seed)})
     ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
                             driver=driver_identity(), heartbeat_at=utcnow())
-    sweep = ledger_ops.find_sweep(ledger, sweep_id)
-    if on_created is not None:
-        on_created(sweep)
-    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+    created = {}
+    for trial in ledger_ops.trials_of(ledger, sweep_id):
+        if ray_ready.is_set():
+            break
+        created[trial.id] = sweep_runs.create_trial_run(
+            client, exp_id, parent_run_id=parent, sweep_id=sweep_id, trial_key=trial.key,
+            index=trial.index, repeat=trial.repeat, attempt=0, config=trial.config,
+            overrides=trial.overrides, scheduled=True)
+    ledger_ops.set_runs(ledger, created)
+    return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
 
 
 def resume_sweep(ref: str, options: SweepOptions,
@@ -175,6 +206,8 @@ def resume_sweep(ref: str, options: SweepOptions,
     trials = ledger_ops.trials_of(ledger, sweep.id)
     if all(t.state == FINISHED for t in trials) and sweep.status == SWEEP_FINISHED:
         return _result_from_ledger(ledger, sweep)  # nothing to run: no Ray, no writes
+    _check_cpus(options, None if (options.address or os.environ.get("RAY_ADDRESS")) else
+                (options.num_cpus or os.cpu_count() or 1))
     resources = cluster.connect(options.address, num_cpus=options.num_cpus)
     settings = _settings(spec, options, resources, len(trials),
                          trials[0].config["train"].get("checkpoint_every", 0) if trials else 0)

@@ -45,10 +45,11 @@ def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
 
 def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id: str,
                      trial_key: str, index: int, repeat: int, attempt: int,
-                     config: Mapping, overrides: Mapping,
-                     start_ms: int | None = None) -> tuple[str, str]:
+                     config: Mapping, overrides: Mapping, start_ms: int | None = None,
+                     scheduled: bool = False) -> tuple[str, str]:
     """A nested child run for one trial; params = the trial's resolved config.
 
+    ``scheduled``: created ahead of the trial's start, in MLflow's SCHEDULED state.
     Returns the run id and its artifact URI."""
     run = client.create_run(experiment_id, start_time=start_ms or int(time.time() * 1000),
                             run_name=trial_run_name(index, overrides), tags={
@@ -57,13 +58,16 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
                                 "nnchain.trial_index": str(index),
                                 "nnchain.repeat": str(repeat), "nnchain.attempt": str(attempt)})
     RunWriter(client, run.info.run_id).log_params(to_params(config))
+    if scheduled:
+        client.update_run(run.info.run_id, status="SCHEDULED")
     return run.info.run_id, run.info.artifact_uri
 
 
 def reopen_trial_run(client, run_id: str, attempt: int) -> None:
-    """A retried or resumed trial continues in its run: RUNNING again, attempt tagged."""
+    """A scheduled, retried or resumed trial runs in its run: RUNNING, attempt tagged."""
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "nnchain.attempt", str(attempt))
+    if attempt:
+        client.set_tag(run_id, "nnchain.attempt", str(attempt))
 
 
 def end_run(client, run_id: str, status: str, reason: str = "",

@@ -17,6 +17,7 @@ from datetime import datetime
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import (
     FINISHED,
+    PENDING,
     RUNNING,
     SWEEP_FINISHED,
     SWEEP_RUNNING,
@@ -245,8 +246,12 @@ def _finished_runs(record: _Record) -> list[Violation]:
 # ---- invariant 2: nothing RUNNING once the sweep stopped; ended runs say why -------------
 def _nothing_running(record: _Record) -> list[Violation]:
     found = []
+    # runs created ahead for trials that have not started yet wait as SCHEDULED
+    waiting = {t.run_id for t in record.trials if t.state == PENDING and t.run_id}
     for run in record.runs.values():
         kind = "parent run" if run is record.parent else "run"
+        if run.info.status == "SCHEDULED" and run.info.run_id in waiting:
+            continue
         if run.info.status in ACTIVE_STATUSES and record.stopped_because:
             found.append(Violation(2, run.info.run_id, _key(run), (
                 f"{kind} is {run.info.status} but {record.stopped_because}")))
