@@ -45,11 +45,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import compare, sweep, train, ui, verify
+    from nnchain.cli import compare, submit, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
     sweep.sweep.add_command(verify.verify)
+    sweep.sweep.add_command(submit.submit)
     main.add_command(sweep.sweep)
     main.add_command(compare.compare)
     main.add_command(ui.ui)

@@ -16,6 +16,7 @@ any other Ray on this machine.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -220,13 +221,19 @@ class Deployment:
                             f"--temp-dir={self.ray_temp}", *node_ports()], False,
                            f"ray-worker-{index}.log")
 
-    def ray_cli(self, *args: str) -> str:
-        """A ``ray`` state or job command on the cluster, with its token."""
-        env = dict(self.ray_env(False), RAY_ADDRESS=self.dashboard)
-        done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout
+    def ray_api(self, path: str, **params) -> dict:
+        """GET on the dashboard's REST API (jobs, state), with the cluster's token."""
+        response = requests.get(f"{self.dashboard}{path}", params=params, timeout=30,
+                                headers={"Authorization": f"Bearer {self.secrets['ray_token']}"})
+        assert response.status_code == 200, response.text[:2000]
+        return response.json()
+
+    def ray_state(self, resource: str, **filters: str) -> list[dict]:
+        """Ray's state API (what ``ray list RESOURCE --detail`` shows)."""
+        params = {"limit": 10_000, "detail": 1, "filter_keys": list(filters),
+                  "filter_predicates": ["="] * len(filters),
+                  "filter_values": list(filters.values())}
+        return self.ray_api(f"/api/v0/{resource}", **params)["data"]["result"]["result"]
 
     # ---- the submission -------------------------------------------------------------------
     def submit(self) -> None:
@@ -250,7 +257,7 @@ class Deployment:
         self.submit_seconds = time.monotonic() - started
         assert self.submitted.returncode == 0, (self.submitted.stdout, self.submitted.stderr)
         self.result = json.loads(self.submitted.stdout)
-        self.job_logs = self.ray_cli("job", "logs", self.result["job_id"])
+        self.job_logs = self.ray_api(f"/api/jobs/{self.result['job_id']}/logs")["logs"]
 
     def stop(self) -> None:
         kill_tree(self.groups)
@@ -261,7 +268,9 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    pytest.importorskip("flask_wtf", reason="the MLflow basic-auth app needs mlflow[auth]")
+    if importlib.util.find_spec("flask_wtf") is None:
+        pytest.fail("the MLflow basic-auth app needs Flask-WTF: install mlflow[auth] "
+                    "(pyproject.toml's test extra)")
     if not _pg_reachable():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
     if shutil.which("psql") is None:
@@ -283,7 +292,6 @@ def deployment(tmp_path_factory):
         deploy.stop()
         deploy.drop_databases()
         if hasattr(deploy, "ray_temp"):
-            deploy.leftover_ray_logs = deploy.ray_temp
             shutil.rmtree(deploy.ray_temp, ignore_errors=True)
 
 
@@ -381,9 +389,8 @@ def test_trials_ran_on_more_than_one_node(deployment):
     task records map that pid to the node whose raylet ran the task. Two distinct worker
     nodes, and never the head (it has no CPUs: it only drives)."""
     _, trials = _ledger_trials(deployment)
-    tasks = json.loads(deployment.ray_cli("list", "tasks", "--filter", "name=run_pack",
-                                          "--detail", "--format", "json", "--limit", "1000"))
-    nodes = json.loads(deployment.ray_cli("list", "nodes", "--format", "json", "--detail"))
+    tasks = deployment.ray_state("tasks", name="run_pack")
+    nodes = deployment.ray_state("nodes")
     head = {n["node_id"] for n in nodes if n["is_head_node"]}
     workers = {n["node_id"] for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE"}
     assert len(workers) == 2

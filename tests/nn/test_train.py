@@ -11,7 +11,7 @@ import pytest
 from nnchain.errors import DivergedError, SpecError
 from nnchain.nn import EpochRecord, build_network, make_optimizer, make_schedule, train_epochs
 
-from .conftest import XOR_X, XOR_Y, spirals
+from .datasets import XOR_X, XOR_Y, spirals
 
 
 def spiral_network(seed: int, dtype=np.float64, **overrides):

@@ -1,0 +1,104 @@
+"""services/mlflow/entrypoint.py without a server: what it refuses and what it writes."""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import stat
+
+import pytest
+from deploy_support import MLFLOW_ENTRYPOINT, free_ports
+
+STRONG = "a-Strong:pass\\word-42"
+
+
+@pytest.fixture(scope="module")
+def entrypoint():
+    spec = importlib.util.spec_from_file_location("mlflow_entrypoint", MLFLOW_ENTRYPOINT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """Only the entrypoint's own variables, pointing at nothing that answers."""
+    for name in list(__import__("os").environ):
+        if name.startswith(("MLFLOW_", "PG")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MLFLOW_DB_HOST", "127.0.0.1")
+    monkeypatch.setenv("MLFLOW_DB_PORT", str(free_ports(1)[0]))
+    monkeypatch.setenv("MLFLOW_DB_WAIT_SECONDS", "1")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("password", [None, "", "password1234", "admin", "password",
+                                      "PASSWORD", "short-pw"])
+def test_refuses_a_missing_default_or_weak_admin_password(entrypoint, clean_env, capsys,
+                                                          password):
+    if password is not None:
+        clean_env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)
+    assert entrypoint.main() == 2
+    err = capsys.readouterr().err
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in err and "error:" in err
+    if password in ("password1234", "short-pw"):  # not echoed (the others are plain words)
+        assert password not in err
+
+
+def test_the_user_name_is_no_password(entrypoint, clean_env):
+    clean_env.setenv("MLFLOW_AUTH_ADMIN_USERNAME", "administrator1")
+    clean_env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "administrator1")
+    assert entrypoint.main() == 2
+
+
+def test_secrets_come_from_files(entrypoint, clean_env, tmp_path):
+    secret = tmp_path / "admin.secret"
+    secret.write_text(STRONG + "\n")
+    clean_env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD_FILE", str(secret))
+    config = entrypoint.read_config(dict(__import__("os").environ))
+    assert config["admin_password"] == STRONG
+    clean_env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(entrypoint.SetupError, match="must name a readable file"):
+        entrypoint.read_config(dict(__import__("os").environ))
+
+
+def test_private_files_and_a_clean_environment(entrypoint, tmp_path):
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": STRONG, "MLFLOW_DB_PASSWORD": "db:pa\\ss",
+           "MLFLOW_DB_USER": "mlflow_role", "MLFLOW_SERVICE_USERNAME": "nnchain",
+           "MLFLOW_SERVICE_PASSWORD": "service-password-1", "MLFLOW_CONFIG_DIR":
+           str(tmp_path / "config"), "MLFLOW_SERVER_ALLOWED_HOSTS": "mlflow:*", "HOME": "/x"}
+    config = entrypoint.read_config(env)
+    assert "://mlflow_role@postgres:5432/mlflow" in config["backend_uri"]
+    assert config["auth_uri"] == "postgresql+psycopg://mlflow_role@postgres:5432/mlflow_auth"
+    ini, pgpass = entrypoint.write_private_files(config)
+    for path in (ini, pgpass):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ini.parent.stat().st_mode) == 0o700
+    parsed = configparser.ConfigParser(interpolation=None)
+    parsed.read(ini)
+    assert dict(parsed["mlflow"]) == {
+        "default_permission": "READ", "database_uri": config["auth_uri"],
+        "admin_username": "admin", "admin_password": STRONG,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
+    assert pgpass.read_text() == "postgres:5432:*:mlflow_role:db\\:pa\\\\ss\n"
+    child = entrypoint.server_env(env, ini, pgpass, "csrf-key")
+    assert child["MLFLOW_AUTH_CONFIG_PATH"] == str(ini) and child["PGPASSFILE"] == str(pgpass)
+    assert child["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert child["MLFLOW_SERVER_ALLOWED_HOSTS"] == "mlflow:*"
+    for secret in (STRONG, "db:pa\\ss", "service-password-1"):
+        assert secret not in "\n".join(f"{k}={v}" for k, v in child.items())
+    command = entrypoint.server_command(config)
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    assert command[command.index("--workers") + 1] == "1" and "--serve-artifacts" in command
+    assert command[command.index("--host") + 1] == "127.0.0.1"  # the image sets 0.0.0.0
+    assert not any(secret in " ".join(command) for secret in (STRONG, "db:pa\\ss"))
+
+
+def test_gives_up_on_an_absent_database_with_one_line(entrypoint, clean_env, capsys):
+    clean_env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", STRONG)
+    clean_env.setenv("MLFLOW_DB_PASSWORD", "the-db-password")
+    assert entrypoint.main() == 3
+    err = capsys.readouterr().err
+    assert "did not answer within 1 s" in err and "the-db-password" not in err

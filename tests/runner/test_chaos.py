@@ -1,0 +1,418 @@
+"""Chaos on a real local Ray: workers and drivers SIGKILLed at random, racing resumes, many writers.
+
+Every scenario ends with ``nnchain sweep verify`` (exit 0) and the invariants read back
+through MLflow's own client (``assert_invariants`` of test_faults): one FINISHED run per
+trial key, no run RUNNING, steps 0..epochs-1 exactly once, and here also one run per trial
+key (retries and resumes continue the trial's run, they never open a second one).
+
+Kill moments come from ``random.Random(CHAOS_SEED)``; a failure message names the seed, and
+``NNCHAIN_CHAOS_SEED=<seed>`` replays the same schedule (the timing of the machine aside).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from test_faults import assert_invariants, client_for
+
+from nnchain.cli.main import main
+from nnchain.errors import SpecError, StoreError
+from nnchain.ledger import sweeps as ledger_ops
+from nnchain.ledger.models import RUNNING
+from nnchain.ledger.store import open_ledger
+from nnchain.runner.sweep import SweepOptions, run_sweep
+
+pytestmark = pytest.mark.slow
+
+CHAOS_SEED = int(os.environ.get("NNCHAIN_CHAOS_SEED", time.time_ns() % 1_000_000))
+
+
+def chaos_spec(name: str, epochs: int, *, lrs=(0.05, 0.1), seeds=(0,), samples: int = 400,
+               batch_size: int = 16, checkpoint_every: int = 25, max_retries: int = 2,
+               hidden: str = "[32, 32]", extra: str = "") -> str:
+    """A spirals grid of ``len(lrs) * len(seeds)`` trials that checkpoint often."""
+    return f"""
+name: {name}
+experiment: chaos
+seed: 0
+metric: {{name: train_cost, goal: minimize}}
+max_retries: {max_retries}
+{extra}
+data: {{name: spirals, n_samples: {samples}, noise: 0.1, val_fraction: 0.0}}
+model: {{hidden: {hidden}, activation: tanh}}
+train: {{epochs: {epochs}, lr: 0.1, checkpoint_every: {checkpoint_every}, \
+batch_size: {batch_size}}}
+parameters:
+  train.lr: {{values: [{", ".join(map(str, lrs))}]}}
+  seed: {{values: [{", ".join(map(str, seeds))}]}}
+"""
+
+
+# ---- reading the ledger from the outside, while a driver creates and writes it -----------
+def ledger_url_of(home: Path) -> str:
+    return f"sqlite:///{home / 'nnchain-runs' / 'ledger.db'}"
+
+
+class LedgerReader:
+    """Read-only looks at a ledger another process may still be creating.
+
+    ``open_ledger(create=False)`` never writes (creating the schema from here would race
+    the driver's own creation); every look returns None while the file, the tables or the
+    sweep are not there yet.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._ledger = None
+
+    def _open(self):
+        if self._ledger is None:
+            path = self.url.split("sqlite:///", 1)[-1]
+            if self.url.startswith("sqlite:") and not Path(path).exists():
+                return None
+            self._ledger = open_ledger(self.url, create=False)
+        return self._ledger
+
+    def sweep(self, name: str):
+        try:
+            ledger = self._open()
+            return None if ledger is None else ledger_ops.find_sweep(ledger, name)
+        except (SpecError, StoreError):
+            return None
+
+    def trials(self, name: str, states=None) -> list:
+        sweep = self.sweep(name)
+        if sweep is None:
+            return []
+        try:
+            return ledger_ops.trials_of(self._ledger, sweep.id, states)
+        except StoreError:
+            return []
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.dispose()
+
+
+def is_ray_worker(pid: int) -> bool:
+    """Whether ``pid`` is a Ray worker process (never the raylet, a driver or this test)."""
+    if pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.startswith(b"ray::") or b"default_worker.py" in cmdline
+
+
+def worker_pid(trial) -> int:
+    return int(trial.worker.rsplit(":", 1)[1])
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs the worker process of a random RUNNING trial every ``every`` s (jittered)."""
+
+    def __init__(self, ledger_url: str, sweep_name: str, every: float, rng: random.Random,
+                 min_step: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.reader = LedgerReader(ledger_url)
+        self.sweep_name, self.every, self.rng, self.min_step = sweep_name, every, rng, min_step
+        self.kills: list[dict] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.every * self.rng.uniform(0.6, 1.4)):
+                running = [t for t in self.reader.trials(self.sweep_name, [RUNNING])
+                           if t.worker and t.last_step >= self.min_step]
+                if not running:
+                    continue
+                trial = self.rng.choice(running)
+                pid = worker_pid(trial)
+                if not is_ray_worker(pid):
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                self.kills.append({"key": trial.key, "run_id": trial.run_id, "pid": pid,
+                                   "last_step": trial.last_step})
+        finally:
+            self.reader.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
+
+
+def child_runs(client: MlflowClient, sweep) -> list:
+    runs = client.search_runs([sweep.experiment_id], max_results=5000,
+                              filter_string=f"tags.`nnchain.sweep_id` = '{sweep.id}'")
+    return [r for r in runs if r.data.tags.get("nnchain.kind") == "trial"]
+
+
+def assert_one_run_per_trial(client: MlflowClient, ledger, sweep_name: str) -> None:
+    """Each trial key has exactly one run, and it is the ledger's run of that trial."""
+    sweep = ledger_ops.find_sweep(ledger, sweep_name)
+    children = child_runs(client, sweep)
+    per_key = Counter(r.data.tags["nnchain.trial_key"] for r in children)
+    assert all(n == 1 for n in per_key.values()), {k: n for k, n in per_key.items() if n > 1}
+    trials = ledger_ops.trials_of(ledger, sweep.id)
+    assert {t.key: t.run_id for t in trials} == \
+        {r.data.tags["nnchain.trial_key"]: r.info.run_id for r in children}
+
+
+# ---- processes -----------------------------------------------------------------------------
+def cli_env(address: str | None, grace: str = "2", **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "NNCHAIN_LEDGER_URL")}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0",
+               NNCHAIN_GRACE_SECONDS=grace, PYTHONUNBUFFERED="1", **extra)
+    if address:
+        env["RAY_ADDRESS"] = address
+    return env
+
+
+class Cli:
+    """``python -m nnchain ARGS`` in its own session (so its process group can be killed),
+    output kept in files (a pipe nobody reads could block it)."""
+
+    count = 0
+
+    def __init__(self, home: Path, args: list[str], env: dict) -> None:
+        Cli.count += 1
+        self.out = home / f"cli-{Cli.count}.out"
+        self.err = home / f"cli-{Cli.count}.err"
+        self.args = args
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "nnchain", *args], cwd=home,
+                                            env=env, stdout=out, stderr=err,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL the process group: the driver and anything it started."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.args} did not end in {timeout} s: {self.output()}")
+
+    def exited_within(self, seconds: float) -> bool:
+        try:
+            self.process.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def output(self) -> str:
+        return f"stdout: {self.out.read_text()[-2000:]!r}\nstderr: {self.err.read_text()[-4000:]!r}"
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def verify_ok(*args: str) -> None:
+    verified = CliRunner().invoke(main, ["sweep", "verify", *args], catch_exceptions=False)
+    assert verified.exit_code == 0, verified.output
+
+
+# ---- 1. workers killed at random throughout a 24-trial sweep --------------------------------
+def test_chaos_workers_killed_at_random(runs_home, ray_local):
+    rng = random.Random(CHAOS_SEED)
+    epochs, name = 400, "chaos"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
+                               seeds=(0, 1, 2, 3), max_retries=12))
+    killer = WorkerKiller(ledger_url_of(runs_home), name, every=1.5, rng=rng)
+    killer.start()
+    try:
+        result = run_sweep(str(spec), [], SweepOptions(pack=1))
+    finally:
+        killer.stop()
+    context = f"seed {CHAOS_SEED}, kills {killer.kills}"
+    assert result.status == "FINISHED", (result.counts, context)
+    assert result.total == 24
+    assert len(killer.kills) >= 3, context
+
+    assert_invariants(runs_home, name, epochs, finished=24)
+    ledger, client = ledger_for_home(runs_home), client_for(runs_home)
+    assert_one_run_per_trial(client, ledger, name)
+    trials = {t.key: t for t in ledger_ops.trials_of(ledger, result.sweep_id)}
+    for kill in killer.kills:  # a killed trial continued in the run it had
+        if kill["run_id"]:
+            assert trials[kill["key"]].run_id == kill["run_id"], (kill, context)
+    retried = [t for t in trials.values() if t.retries]
+    assert retried, context
+    print(f"chaos: {len(killer.kills)} workers killed, {sum(t.retries for t in retried)} "
+          f"retries over {len(retried)} trials ({context})")
+    for trial in retried:
+        assert trial.attempt == trial.retries, (trial.key, trial.attempt, trial.retries)
+        run = client.get_run(trial.run_id)
+        assert run.data.tags["nnchain.attempt"] == str(trial.attempt)
+        assert run.info.status == "FINISHED"
+
+
+def ledger_for_home(home: Path):
+    return open_ledger(ledger_url_of(home), create=False)
+
+
+# ---- 4. eight trials at once on SQLite, every epoch logged, readers alongside ---------------
+def test_eight_concurrent_trials_on_sqlite(runs_home, ray_local, capfd):
+    epochs, name = 400, "eight"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2, 0.3),
+                               seeds=(0, 1, 2, 3), samples=300, batch_size=16,
+                               checkpoint_every=20))
+    reader = LedgerReader(ledger_url_of(runs_home))
+    peak = {"running": 0, "workers": set(), "reads": 0, "errors": []}
+    stopped = threading.Event()
+
+    def watch() -> None:
+        """What a user does meanwhile: status, and the UI reading MLflow."""
+        client = client_for(runs_home)
+        while not stopped.wait(0.2):
+            running = reader.trials(name, [RUNNING])
+            peak["running"] = max(peak["running"], len(running))
+            peak["workers"].update(t.worker for t in running if t.worker)
+            sweep = reader.sweep(name)
+            if sweep is None or not sweep.experiment_id:
+                continue
+            try:
+                for run in child_runs(client, sweep)[:4]:
+                    client.get_metric_history(run.info.run_id, "train_cost")
+                peak["reads"] += 1
+            except Exception as error:  # noqa: BLE001 - any read error is a finding
+                peak["errors"].append(repr(error))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = run_sweep(str(spec), [], SweepOptions(cpus_per_trial=0.25, pack=1,
+                                                       flush_seconds=0.05))
+    finally:
+        stopped.set()
+        watcher.join(timeout=10)
+        reader.close()
+    out, err = capfd.readouterr()
+    assert "locked" not in (out + err).lower(), err[-3000:]
+    assert "unavailable" not in err, err[-3000:]  # with_retry never had to wait
+    assert not peak["errors"], peak["errors"][:3]
+    assert result.status == "FINISHED", result.counts
+    assert peak["running"] == 8, peak
+    assert len(peak["workers"]) >= 8, peak
+    assert_invariants(runs_home, name, epochs, finished=16)
+    ledger = ledger_for_home(runs_home)
+    for trial in ledger_ops.trials_of(ledger, result.sweep_id):
+        assert "locked" not in trial.reason
+    assert_one_run_per_trial(client_for(runs_home), ledger, name)
+
+
+# ---- 2. the driver killed at random moments, resumed until done ----------------------------
+def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address):
+    rng = random.Random(CHAOS_SEED)
+    epochs, name = 1000, "killdriver"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
+                               samples=600, checkpoint_every=50))
+    env = cli_env(ray_address)
+    reader = LedgerReader(ledger_url_of(runs_home))
+    schedule: list[tuple[str, float, int | None]] = []  # command, kill after, exit code
+    try:
+        # `sweep run`, killed after 3-8 s; run again if it died before recording the sweep
+        while reader.sweep(name) is None:
+            assert len(schedule) < 4, schedule
+            run = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1"], env)
+            moment = rng.uniform(3.0, 8.0)
+            if run.exited_within(moment):
+                raise AssertionError(f"sweep run ended before its kill: {run.output()}")
+            run.kill()
+            schedule.append(("run", round(moment, 2), None))
+        # `sweep resume`, each killed at a random moment, until one exits 0
+        code = None
+        while code != 0:
+            time.sleep(2.3)  # the killed driver's heartbeat is older than the grace (2 s)
+            last = len(schedule) >= 9
+            resume = Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json"],
+                         env)
+            moment = 120.0 if last else rng.uniform(2.0, 7.0)
+            if resume.exited_within(moment):
+                code = resume.process.returncode
+                schedule.append(("resume", round(moment, 2), code))
+                assert code == 0, (schedule, CHAOS_SEED, resume.output())
+                assert json.loads(resume.out.read_text())["status"] == "FINISHED"
+            else:
+                assert not last, (schedule, CHAOS_SEED, resume.output())
+                resume.kill()
+                schedule.append(("resume", round(moment, 2), None))
+    finally:
+        reader.close()
+    context = (schedule, CHAOS_SEED)
+    print(f"driver kills: seed {CHAOS_SEED}, schedule {schedule}")
+    assert_invariants(runs_home, name, epochs, finished=6)
+    ledger = ledger_for_home(runs_home)
+    sweep = ledger_ops.find_sweep(ledger, name)
+    assert sweep.status == "FINISHED", context
+    # a resume after the end is a no-op
+    again = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json"])
+    assert again.exit_code == 0, again.output
+    verify_ok(name)
+
+
+# ---- 3. two resumes of one stopped sweep started together ----------------------------------
+def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_address):
+    epochs, name = 600, "tworesumes"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=300,
+                               checkpoint_every=50))
+    env = cli_env(ray_address)
+    reader = LedgerReader(ledger_url_of(runs_home))
+    first = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1"], env)
+    try:
+        wait_for(lambda: any(t.last_step >= 50 for t in reader.trials(name, [RUNNING])),
+                 timeout=90)
+        first.process.send_signal(signal.SIGINT)  # Ctrl-C: the sweep stops, resumable
+        assert first.wait(60) == 130, first.output()
+        assert reader.sweep(name).status == "STOPPED"
+    finally:
+        reader.close()
+
+    resumes = [Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json"], env)
+               for _ in range(2)]
+    codes = sorted(r.wait(120) for r in resumes)
+    outputs = [r.output() for r in resumes]
+    print(f"two resumes: exit codes {codes}")
+    if codes == [0, 2]:
+        refused = next(r for r in resumes if r.process.returncode == 2)
+        lines = refused.err.read_text().strip().splitlines()
+        assert len(lines) == 1, outputs
+        assert "must not be running" in lines[0] and name in lines[0], lines
+    else:  # the first finished before the second claimed: the second was a no-op
+        assert codes == [0, 0], outputs
+    assert_invariants(runs_home, name, epochs, finished=3)
+    assert_one_run_per_trial(client_for(runs_home), ledger_for_home(runs_home), name)
