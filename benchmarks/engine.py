@@ -248,6 +248,7 @@ def bench_case(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict:
                 times[name].append(time_per_call(impls[name], calls[name]))
         result[kind] = {
             "time": {name: statistics.median(t) for name, t in times.items()},
+            "best": {name: min(t) for name, t in times.items()},
             "ratio": {other: statistics.median(o / s for o, s in zip(times[other],
                                                                     times["nnchain"],
                                                                     strict=True))
@@ -277,11 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     failures = []
     largest = None
+    best_rows = []
     peak = matmul_rate(np.float32)
     cases = [CASES[i - 1] for i in args.case] if args.case else CASES
     for sizes, batch, dtype, torch_floor in cases:
         result = bench_case(sizes, batch, dtype, rounds)
         name = "-".join(map(str, sizes))
+        for kind in ("normal", "diagnostic"):
+            best = result[kind]["best"]
+            best_rows.append(f"{name:<22}{kind:<11}" + "".join(
+                f"{other:>8} {best[other] / best['nnchain']:5.2f}x"
+                for other in ("numpy", "torch") if other in best))
         for kind in ("normal", "diagnostic"):
             times, ratios = result[kind]["time"], result[kind]["ratio"]
             torch_time = f"{times['torch'] * 1e3:9.3f}" if "torch" in times else f"{'-':>9}"
@@ -297,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ratios['numpy']:9.2f}x{vs_torch}  {', '.join(verdicts)}")
         largest = (sizes, batch, result["normal"]["time"]["nnchain"])
     print("(times in ms per step)")
+    print("cross-check, fastest round of each (noise only adds time): other / nnchain")
+    print("\n".join(best_rows))
     sizes, batch, seconds = largest
     rate = step_flops(sizes, batch) / seconds / 1e9
     peak = max(peak, matmul_rate(np.float32))  # best of before and after the cases

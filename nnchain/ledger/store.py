@@ -115,10 +115,13 @@ class Ledger:
 
 def open_ledger(url: str, *, create: bool = True) -> Ledger:
     """Open the ledger at ``url`` (tables created when ``create``); unreachable: StoreError."""
+    from nnchain.tracking.store import creation_lock
+
     ledger = Ledger(url)
     try:
         if create:
-            ledger.create_schema()
+            with creation_lock(url):  # one process at a time creates a new ledger
+                ledger.create_schema()
         else:
             with ledger.engine.connect():
                 pass

@@ -16,12 +16,14 @@ Keys are ``"{kind}/layer{i}"`` with i 1-based, layer i mapping a_{i-1} to z_i = 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
 KINDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
 
 
+@lru_cache(maxsize=1024)
 def key(kind: str, layer: int) -> str:
     """Metric name of ``kind`` for layer ``layer`` (1-based)."""
     return f"{kind}/layer{layer}"

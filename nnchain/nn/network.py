@@ -71,6 +71,10 @@ class Network:
         self._bind_layers()
         self._hidden = list(zip(layers[:-1], activations[:-1], strict=True))
         self._workspaces: dict[int, Workspace] = {}
+        self._diagnostic_keys = [
+            (diag.key("grad_norm", i), diag.key("delta_norm", i), diag.key("weight_norm", i),
+             diag.key("dead_fraction", i) if activation.name in RECTIFIERS else None)
+            for i, activation in enumerate(activations, start=1)]
 
     @staticmethod
     def _pack(layers: list[Dense], dtype: np.dtype) -> ParameterSet:
@@ -163,14 +167,15 @@ class Network:
         return cost
 
     def _layer_diagnostics(self, delta_norms: list[float]) -> dict[str, float]:
+        frobenius = diag.frobenius
         metrics: dict[str, float] = {}
-        pairs = zip(self.layers, self.activations, strict=True)
-        for i, (layer, activation) in enumerate(pairs, start=1):
-            metrics[diag.key("grad_norm", i)] = diag.frobenius(layer.grads["W"])
-            metrics[diag.key("delta_norm", i)] = delta_norms[i - 1]
-            metrics[diag.key("weight_norm", i)] = diag.frobenius(layer.params["W"])
-            if activation.name in RECTIFIERS and activation.output is not None:
-                metrics[diag.key("dead_fraction", i)] = diag.dead_fraction(activation.output)
+        for (grad, delta, weight, dead), layer, activation, delta_norm in zip(
+                self._diagnostic_keys, self.layers, self.activations, delta_norms, strict=True):
+            metrics[grad] = frobenius(layer.grads["W"])
+            metrics[delta] = delta_norm
+            metrics[weight] = frobenius(layer.params["W"])
+            if dead is not None:
+                metrics[dead] = diag.dead_fraction(activation.output)
         return metrics
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -60,6 +60,7 @@ class Optimizer:
         self.t = 0
         self.state = {state: np.zeros_like(params.values) for state in self.state_names}
         self._scratch = np.empty_like(params.values)
+        self._weights = [(name, params.slices[name]) for name in params.weight_names()]
         if self.weight_decay:
             self._decay = params.weight_mask() * self.weight_decay
             self._decayed_grad = np.empty_like(params.values)
@@ -85,7 +86,7 @@ class Optimizer:
         params.values += delta
         if not update_norms:
             return None
-        return {name: frobenius(params.view(delta, name)) for name in params.weight_names()}
+        return {name: frobenius(delta[part]) for name, part in self._weights}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the state: ``"{state}.{param}"`` arrays and ``"t"`` (0-d int64)."""

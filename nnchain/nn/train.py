@@ -61,9 +61,10 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
     """Train epochs ``start_epoch .. epochs - 1`` (``epochs`` is the run's total), yielding
     an ``EpochRecord`` after each.
 
-    x: (n, n_inputs), y: (n, n_outputs) already encoded (one-hot or a 0/1 column) and
-    converted once to the network's dtype. ``batch_size`` None (or >= n) is full batch;
-    otherwise each epoch visits ``rng.permutation(n)`` in chunks of ``batch_size``.
+    x: (n, n_inputs), y: (n, n_outputs) already encoded (one-hot or a 0/1 column); both
+    are converted once, here, to the network's dtype. ``batch_size`` None (or >= n) is
+    full batch, in order, drawing nothing from ``rng``; otherwise each epoch visits
+    ``rng.permutation(n)`` in chunks of ``batch_size``.
     ``schedule(epoch)`` gives each epoch's learning rate (default ``optimizer.lr``).
     To resume a checkpointed run, restore weights, optimizer state and the rng's
     ``bit_generator.state`` and pass ``start_epoch``: the run continues bit for bit.

@@ -133,6 +133,10 @@ class Driver:
     def run(self) -> Counter:
         """Run every queued trial to an end; returns the final counts by state."""
         previous = self._catch_interrupts()
+        stop_beating = threading.Event()
+        beat = threading.Thread(target=self._beat_forever, args=(stop_beating,), daemon=True,
+                                name="nnchain-heartbeat")
+        beat.start()
         try:
             while self.queue or self.in_flight:
                 if self.stop_reason:
@@ -147,6 +151,7 @@ class Driver:
             self._flush()
             raise
         finally:
+            stop_beating.set()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         self._flush()
@@ -213,6 +218,7 @@ class Driver:
 
     def _on_metrics(self, trial_id: int, first_step: int, columns: dict, stamps: list) -> None:
         live = self.live[trial_id]
+        _update_summary(live.summary, columns)  # replayed steps repeat recorded values
         skip = max(0, live.last_step + 1 - first_step)  # steps already recorded (a retry)
         if skip >= len(stamps):
             return
@@ -221,12 +227,12 @@ class Driver:
             stamps, first_step = stamps[skip:], first_step + skip
         self.writer.add(Block(live.run_id, first_step, columns, stamps))
         live.last_step = first_step + len(stamps) - 1
-        _update_summary(live.summary, columns)
         self._dirty.add(trial_id)
 
     def _on_checkpoint(self, trial_id: int, epoch: int, payload: bytes) -> None:
         self._flush()  # metrics up to the checkpoint are in MLflow before it counts
-        ledger_ops.save_checkpoint(self.ledger, trial_id, epoch, payload)
+        with_retry(ledger_ops.save_checkpoint, self.ledger, trial_id, epoch, payload,
+                   what="the ledger")
 
     def _on_end(self, trial_id: int, status: str, reason: str, epochs: int, final: dict,
                 weights: bytes | None, seconds: float, permanent: bool) -> None:
@@ -271,18 +277,20 @@ class Driver:
                     self._fail(live, f"{reason}; retries exhausted ({self.settings.max_retries})")
                     continue
                 live.attempt += 1
-                ledger_ops.update_trial(self.ledger, trial_id, state=PENDING,
-                                        retries=live.retries, attempt=live.attempt,
-                                        reason=reason)
+                with_retry(ledger_ops.update_trial, self.ledger, trial_id, state=PENDING,
+                           retries=live.retries, attempt=live.attempt, reason=reason,
+                           what="the ledger")
             live.state = PENDING
             self.queue.appendleft(self._work(live))
 
     def _fail(self, live: Live, reason: str) -> None:
         self._flush()
         if live.run_id:
-            sweep_runs.end_run(self.client, live.run_id, FAILED, reason)
-        ledger_ops.end_trial(self.ledger, live.trial_id, FAILED, reason, retries=live.retries,
-                             last_step=live.last_step, summary=live.summary)
+            with_retry(sweep_runs.end_run, self.client, live.run_id, FAILED, reason,
+                       what="the MLflow store")
+        with_retry(ledger_ops.end_trial, self.ledger, live.trial_id, FAILED, reason,
+                   retries=live.retries, last_step=live.last_step, summary=live.summary,
+                   what="the ledger")
         live.state = FAILED
         self.counts[FAILED] += 1
         self._progress()
@@ -302,8 +310,17 @@ class Driver:
             self._check_timeouts()
             self._progress()
 
+    def _beat_forever(self, stop: threading.Event) -> None:
+        """The sweep's heartbeat, from its own thread: the loop may wait for minutes in a
+        retry through an MLflow outage, and the reaper must not take it for dead."""
+        while not stop.wait(1.0):
+            try:
+                ledger_ops.update_sweep(self.ledger, self.sweep.id, heartbeat_at=utcnow())
+            except Exception as error:  # the ledger itself is away: the beat waits too
+                if not is_transient(error):
+                    return
+
     def _heartbeat(self) -> None:
-        ledger_ops.update_sweep(self.ledger, self.sweep.id, heartbeat_at=utcnow())
         running = [live.trial_id for live in self.live.values() if live.state == RUNNING]
         if running:
             with self.ledger.session() as session:

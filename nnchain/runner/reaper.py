@@ -95,8 +95,8 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
         running = list(session.scalars(select(Trial).where(
             Trial.sweep_id == sweep_id, Trial.state == RUNNING)))
     for trial in running:
-        if trial.run_id:
-            _end_if_running(client, trial.run_id, reason)
+        if trial.run_id:  # a run FINISHED in MLflow but not in the ledger is re-run too
+            _end_if_running(client, trial.run_id, reason, also=("FINISHED",))
         with ledger.session() as session:
             session.execute(update(Trial).where(Trial.id == trial.id, Trial.state == RUNNING)
                             .values(state=KILLED, reason=reason, ended_at=utcnow()))
@@ -104,18 +104,23 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
         _end_if_running(client, sweep.parent_run_id, reason)
     # child runs the ledger never heard of (created just before the driver died)
     if sweep is not None and sweep.experiment_id:
-        orphans = client.search_runs(
-            [sweep.experiment_id],
-            filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
-                          f"attributes.status = 'RUNNING'", max_results=10_000)
-        for run in orphans:
-            sweep_runs.end_run(client, run.info.run_id, KILLED, reason)
+        with ledger.session() as session:
+            known = set(session.scalars(select(Trial.run_id).where(
+                Trial.sweep_id == sweep_id, Trial.run_id != "")))
+        for status in ("RUNNING", "SCHEDULED"):
+            orphans = client.search_runs(
+                [sweep.experiment_id],
+                filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
+                              f"attributes.status = '{status}'", max_results=10_000)
+            for run in orphans:
+                if status == "RUNNING" or run.info.run_id not in known:
+                    sweep_runs.end_run(client, run.info.run_id, KILLED, reason)
 
 
-def _end_if_running(client, run_id: str, reason: str) -> None:
+def _end_if_running(client, run_id: str, reason: str, also: tuple[str, ...] = ()) -> None:
     from nnchain.tracking import sweep_runs
 
-    if client.get_run(run_id).info.status == "RUNNING":
+    if client.get_run(run_id).info.status in ("RUNNING", *also):
         sweep_runs.end_run(client, run_id, KILLED, reason)
 
 

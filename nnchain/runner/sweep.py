@@ -153,6 +153,21 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 
 
+def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: str,
+                   trial_count: int) -> tuple[str, str]:
+    """The sweep's experiment and parent run, recorded in the ledger."""
+    exp_id = experiment_id(client, spec.experiment, artifact_root(uri))
+    parent = sweep_runs.create_parent_run(
+        client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
+        trial_count=trial_count, settings={
+            "sweep.method": spec.method, "sweep.metric": spec.metric.name,
+            "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
+            "sweep.trials": str(trial_count), "sweep.seed": str(spec.seed)})
+    ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
+                            driver=driver_identity(), heartbeat_at=utcnow())
+    return exp_id, parent
+
+
 def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: threading.Event):
     """Open the stores, record the sweep (ledger rows, parent run) and create its trials'
     runs (SCHEDULED) until Ray is up; the loop creates the rest as trials start."""
@@ -170,15 +185,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)})
-    exp_id = experiment_id(client, spec.experiment, artifact_root(uri))
-    parent = sweep_runs.create_parent_run(
-        client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
-        trial_count=len(trials), settings={
-            "sweep.method": spec.method, "sweep.metric": spec.metric.name,
-            "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
-            "sweep.trials": str(len(trials)), "sweep.seed": str(spec.seed)})
-    ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
-                            driver=driver_identity(), heartbeat_at=utcnow())
+    exp_id, parent = _create_parent(ledger, client, uri, spec, sweep_id, name, len(trials))
     created = {}
     for trial in ledger_ops.trials_of(ledger, sweep_id):
         if ray_ready.is_set():
@@ -223,8 +230,11 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"driver {sweep.driver} is alive; wait, or run "
                                  f"`nnchain sweep cancel {sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
+    if not sweep.parent_run_id:  # the first driver died before it made the parent run
+        _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
+    else:
+        sweep_runs.reopen_trial_run(client, sweep.parent_run_id, 0)
     sweep = ledger_ops.find_sweep(ledger, sweep.id)
-    sweep_runs.reopen_trial_run(client, sweep.parent_run_id, 0)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 
 

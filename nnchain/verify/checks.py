@@ -361,7 +361,9 @@ def _agreement(record: _Record, last_steps: dict[str, int]) -> list[Violation]:
 def _parent_agreement(record: _Record) -> list[Violation]:
     sweep, parent = record.sweep, record.parent
     if not sweep.parent_run_id:
-        if record.stopped_because:
+        # a driver that died before making the parent run leaves a sweep that never ran;
+        # resume creates it. Only a finished sweep, or one with trial runs, must have one.
+        if record.stopped_because and (sweep.status == SWEEP_FINISHED or record.children):
             return [Violation(LEDGER, "", "", f"the sweep ({sweep.status}) has no parent run")]
         return []
     if parent is None:

@@ -2,11 +2,15 @@
 
 The driver retries its writes with backoff through the outage (``with_retry``); the sweep
 completes, nothing is lost or duplicated, and ``nnchain sweep verify`` passes, checked
-again through MLflow's own client on the same store.
+again through MLflow's own client on the same store. A relay in front of the tracking
+server (``Proxy``) places a fault at an exact point of the driver's conversation with it:
+the server killed between two requests, one answer lost after the server handled the
+request, an outage a reaper looks at while the driver waits it out.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -15,7 +19,9 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -65,12 +71,14 @@ def assert_invariants_at(tracking_uri: str, ledger_url: str, sweep_name: str, ep
 
 
 class Outage(threading.Thread):
-    """Once a trial has progressed, ``stop()`` the store, wait ``seconds``, ``start()`` it."""
+    """Once a trial has progressed, take the store down, wait ``seconds``, bring it up."""
 
-    def __init__(self, ledger_url: str, sweep_name: str, stop, start, seconds: float) -> None:
+    def __init__(self, ledger_url: str, sweep_name: str, take_down, bring_up,
+                 seconds: float) -> None:
         super().__init__(daemon=True)
         self.reader = LedgerReader(ledger_url)
-        self.sweep_name, self._stop, self._start, self.seconds = sweep_name, stop, start, seconds
+        self.sweep_name, self.seconds = sweep_name, seconds
+        self.take_down, self.bring_up = take_down, bring_up  # not _stop: Thread has its own
         self.times: dict[str, float] = {}
         self.error: BaseException | None = None
 
@@ -80,9 +88,9 @@ class Outage(threading.Thread):
                                  self.reader.trials(self.sweep_name, [RUNNING])), timeout=120)
             self.reader.close()
             self.times["down"] = time.monotonic()
-            self._stop()
+            self.take_down()
             time.sleep(self.seconds)
-            self._start()
+            self.bring_up()
             self.times["up"] = time.monotonic()
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.error = error
@@ -138,20 +146,111 @@ class MlflowServer:
         kill_and_wait({self.process.pid})
 
 
+class _Relay(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _relay(self) -> None:
+        proxy: Proxy = self.server
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        path = self.path.split("?", 1)[0]
+        if proxy.down.is_set():
+            self.close_connection = True  # the client sees its connection dropped
+            return
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "connection", "content-length")}
+        upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+        except OSError:
+            self.close_connection = True
+            return
+        finally:
+            upstream.close()
+        rule = proxy.take_rule(self.command, path)
+        if rule == "drop":  # handled by the server, the answer lost on the way
+            proxy.dropped.append((self.command, path))
+            self.close_connection = True
+            return
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        if rule == "go down":  # the answer delivered, then nothing more gets through
+            proxy.down.set()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _relay
+
+
+class Proxy(ThreadingHTTPServer):
+    """A relay in front of the MLflow server that can drop one answer of a chosen request
+    (handled by the server, lost on the way back) or cut all traffic after one, so that a
+    fault lands at an exact point of the driver's conversation with the store."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Relay)
+        self.upstream_port = upstream_port
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.down = threading.Event()
+        self.rules: dict[tuple[str, str], str] = {}
+        self.dropped: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def arm(self, method: str, path: str, rule: str) -> None:
+        with self._lock:
+            self.rules[(method, path)] = rule
+
+    def take_rule(self, method: str, path: str) -> str | None:
+        with self._lock:
+            return self.rules.pop((method, path), None)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
+
+
 def test_tracking_server_killed_for_10_s(runs_home, ray_local, capfd):
-    epochs, name = 600, "server-outage"
+    epochs, name = 400, "server-outage"
     spec = runs_home / "s.yaml"
-    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2, 0.3), seeds=(0, 1),
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
                                samples=400, checkpoint_every=50))
     store = runs_home / "server"
     store.mkdir()
     server = MlflowServer(store, free_ports(1)[0])
     ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
     server.start()
+    proxy = Proxy(server.port)
+
+    def take_down() -> None:
+        """Between two of the driver's requests (the answer of a metrics write delivered,
+        nothing after it gets through), kill the server."""
+        proxy.arm("POST", LOG_BATCH, "go down")
+        assert proxy.down.wait(60), "no metrics written after the trigger"
+        server.kill()
+
+    def bring_up() -> None:
+        server.start()
+        proxy.down.clear()
+
     try:
-        outage = Outage(ledger_url, name, server.kill, server.start, seconds=10.0)
+        outage = Outage(ledger_url, name, take_down, bring_up, seconds=10.0)
         outage.start()
-        result = run_sweep(str(spec), [], SweepOptions(tracking_uri=server.url,
+        result = run_sweep(str(spec), [], SweepOptions(tracking_uri=proxy.url,
                                                        ledger_url=ledger_url, pack=1))
         ended = time.monotonic()
         outage.join(timeout=120)
@@ -160,8 +259,98 @@ def test_tracking_server_killed_for_10_s(runs_home, ray_local, capfd):
         assert result.status == "FINISHED", (result.counts, err[-3000:])
         assert "unavailable" in err and "reachable again" in err, err[-3000:]
         assert ended > outage.times["up"], "the sweep ended before the server came back"
-        assert_invariants_at(server.url, ledger_url, name, epochs, finished=8)
+        assert server.process.poll() is None, server.log.read_text()[-3000:]
+        assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
     finally:
+        proxy.close()
+        server.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="a trial run whose create_run answer is lost is "
+                                       "created again on retry: the first run stays RUNNING, "
+                                       "without params, outside the ledger")
+def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local):
+    """Each kind of write the driver makes while trials run has its answer lost once (the
+    server handled it, the connection dropped before the reply): retrying it must not
+    record anything twice."""
+    epochs, name = 300, "lost-answers"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
+                               samples=300, checkpoint_every=50))
+    store = runs_home / "server"
+    store.mkdir()
+    server = MlflowServer(store, free_ports(1)[0])
+    ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
+    server.start()
+    proxy = Proxy(server.port)
+    writes = [("POST", "/api/2.0/mlflow/runs/create"), ("POST", LOG_BATCH),
+              ("POST", "/api/2.0/mlflow/runs/update")]
+    reader = LedgerReader(ledger_url)
+
+    def arm_when_running() -> None:
+        wait_for(lambda: reader.trials(name, [RUNNING]), timeout=120)
+        reader.close()
+        for method, path in writes:
+            proxy.arm(method, path, "drop")
+
+    arming = threading.Thread(target=arm_when_running, daemon=True)
+    arming.start()
+    try:
+        result = run_sweep(str(spec), [], SweepOptions(tracking_uri=proxy.url,
+                                                       ledger_url=ledger_url, pack=1))
+        arming.join(timeout=10)
+        assert sorted(proxy.dropped) == sorted(writes), proxy.dropped
+        assert result.status == "FINISHED", result.counts
+        assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
+    finally:
+        reader.close()
+        proxy.close()
+        server.kill()
+
+
+def test_a_sweep_waiting_out_an_outage_is_not_reaped(runs_home, ray_local):
+    """The store away for 6 s (twice the grace here; a 2-minute outage against the default
+    60 s): once it is back, ``sweep status`` (the reaper) must not take the live sweep for a
+    dead one, or a `sweep resume` would then run it a second time."""
+    from nnchain.runner.reaper import reap_with_store
+
+    epochs, name = 300, "outage-heartbeat"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
+                               samples=300, checkpoint_every=50))
+    store = runs_home / "server"
+    store.mkdir()
+    server = MlflowServer(store, free_ports(1)[0])
+    ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
+    server.start()
+    proxy = Proxy(server.port)
+    seen: dict = {}
+
+    def take_down() -> None:
+        proxy.arm("POST", LOG_BATCH, "go down")
+        assert proxy.down.wait(60), "no metrics written after the trigger"
+
+    def bring_up() -> None:
+        proxy.down.clear()
+        ledger = open_ledger(ledger_url, create=False)
+        try:
+            seen["reaped"] = reap_with_store(ledger, proxy.url, grace=3.0)
+            seen["status"] = ledger_ops.find_sweep(ledger, name).status
+        finally:
+            ledger.dispose()
+
+    try:
+        outage = Outage(ledger_url, name, take_down, bring_up, seconds=6.0)
+        outage.start()
+        result = run_sweep(str(spec), [], SweepOptions(tracking_uri=proxy.url,
+                                                       ledger_url=ledger_url, pack=1))
+        outage.join(timeout=120)
+        assert outage.error is None, outage.error
+        assert seen == {"reaped": [], "status": "RUNNING"}, seen
+        assert result.status == "FINISHED", result.counts
+        assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
+    finally:
+        proxy.close()
         server.kill()
 
 
@@ -177,10 +366,36 @@ def _pg_ctl(cluster: list[str], action: str) -> subprocess.CompletedProcess:
     return subprocess.run([*cluster, action], capture_output=True, text=True, timeout=120)
 
 
-def test_postgresql_restarted_mid_sweep(runs_home, ray_local, pg_url, capfd):
+@pytest.fixture
+def restartable_pg_url():
+    """conftest's ``pg_url``, with engines that survive the server's restart (pre-ping):
+    a fresh PostgreSQL database for one test, dropped afterwards."""
+    import sqlalchemy
+
+    admin_url = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT",
+                                     pool_pre_ping=True)
+    try:
+        with admin.connect():
+            pass
+    except Exception:  # noqa: BLE001 - no server: skip
+        pytest.skip(f"PostgreSQL not reachable at {admin_url}")
+    name = f"nnchain_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def test_postgresql_restarted_mid_sweep(runs_home, ray_local, restartable_pg_url, capfd):
     cluster = _pg_cluster()
     if not cluster:
         pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster")
+    pg_url = restartable_pg_url
     epochs, name = 600, "pg-restart"
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2, 0.3), seeds=(0, 1),
@@ -194,11 +409,14 @@ def test_postgresql_restarted_mid_sweep(runs_home, ray_local, pg_url, capfd):
         outage = Outage(pg_url, name, restart, lambda: None, seconds=0.0)
         outage.start()
         result = run_sweep(str(spec), [], SweepOptions(tracking_uri=pg_url, pack=1))
+        ended = time.monotonic()
         outage.join(timeout=120)
         assert outage.error is None, outage.error
         assert restarted and restarted[0].returncode == 0, restarted
+        assert ended > outage.times["up"], "the sweep ended before PostgreSQL was back"
         err = capfd.readouterr().err
         assert result.status == "FINISHED", (result.counts, err[-3000:])
+        assert "unavailable" in err and "reachable again" in err, err[-3000:]
         assert_invariants_at(pg_url, pg_url, name, epochs, finished=8)
     finally:
         if _pg_ctl(cluster, "status").returncode != 0:
