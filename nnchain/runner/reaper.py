@@ -105,8 +105,9 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
     # child runs the ledger never heard of (created just before the driver died)
     if sweep is not None and sweep.experiment_id:
         with ledger.session() as session:
-            known = set(session.scalars(select(Trial.run_id).where(
-                Trial.sweep_id == sweep_id, Trial.run_id != "")))
+            trials = list(session.scalars(select(Trial).where(Trial.sweep_id == sweep_id)))
+        known = {t.run_id for t in trials if t.run_id}
+        configs = {t.key: t.config for t in trials}
         for status in ("RUNNING", "SCHEDULED"):
             orphans = client.search_runs(
                 [sweep.experiment_id],
@@ -114,7 +115,23 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
                               f"attributes.status = '{status}'", max_results=10_000)
             for run in orphans:
                 if status == "RUNNING" or run.info.run_id not in known:
+                    _complete_params(client, run, configs)
                     sweep_runs.end_run(client, run.info.run_id, KILLED, reason)
+
+
+def _complete_params(client, run, configs: dict) -> None:
+    """A run made just before its driver died may lack its params: log them from the
+    ledger, so that every run's params equal its cell's config (invariant 4)."""
+    from nnchain.config import to_params
+    from nnchain.tracking.recorder import RunWriter
+
+    config = configs.get(run.data.tags.get("nnchain.trial_key", ""))
+    if config is None:
+        return
+    expected = to_params(config)
+    missing = {k: v for k, v in expected.items() if k not in run.data.params}
+    if missing:
+        RunWriter(client, run.info.run_id).log_params(missing)
 
 
 def _end_if_running(client, run_id: str, reason: str, also: tuple[str, ...] = ()) -> None:
