@@ -101,6 +101,7 @@ def open_client(uri: str):
 
     try:
         with creation_lock(uri):  # one process at a time creates or checks the schema
+            _create_sqlite_atomically(uri)
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
             _use_wal(uri)
@@ -153,6 +154,20 @@ def creation_lock(uri: str) -> Iterator[None]:
             engine.dispose()
         return
     yield
+
+
+def _create_sqlite_atomically(uri: str) -> None:
+    """A new SQLite store is made under another name and renamed into place, so a process
+    killed during MLflow's migrations never leaves a half-made store behind."""
+    db_file = sqlite_path(uri)
+    if db_file is None or db_file.exists():
+        return
+    from mlflow import MlflowClient
+
+    draft = db_file.with_name(f"{db_file.name}.new")
+    draft.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
+    os.replace(draft, db_file)
 
 
 def _use_wal(uri: str) -> None:
