@@ -149,8 +149,8 @@ def build_job(config: Mapping[str, Any], data: Split | None = None,
 
 
 def run_job(job: Job, *, on_epoch: Callable[[EpochRecord], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, start_epoch: int = 0) -> Outcome:
-    """Train to the end, reporting each epoch; divergence and stop requests become outcomes."""
+            start_epoch: int = 0) -> Outcome:
+    """Train to the end, reporting each epoch; divergence becomes an outcome."""
     final: dict[str, float] = {}
     epochs_run = start_epoch
     try:
@@ -159,9 +159,6 @@ def run_job(job: Job, *, on_epoch: Callable[[EpochRecord], None] | None = None,
             epochs_run = record.epoch + 1
             if on_epoch is not None:
                 on_epoch(record)
-            if should_stop is not None and should_stop():
-                return Outcome(KILLED, "stopped on request", epochs_run, final,
-                               job.network.get_weights())
     except DivergedError as exc:
         return Outcome(FAILED, str(exc), exc.epoch, final, job.network.get_weights())
     return Outcome(FINISHED, "", epochs_run, final, job.network.get_weights())

@@ -14,14 +14,9 @@ class _ReportCommand(click.Command):
     command is invoked on its own (tests, embedding) rather than through ``nnchain``."""
 
     def invoke(self, ctx: click.Context):
-        from nnchain.cli.main import EXIT_BAD_INPUT
-        from nnchain.errors import SpecError, StoreError
+        from nnchain.cli.main import invoke_translated
 
-        try:
-            return super().invoke(ctx)
-        except (SpecError, StoreError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+        return invoke_translated(super().invoke, ctx)
 
 
 @click.command(cls=_ReportCommand)

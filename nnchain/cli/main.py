@@ -18,18 +18,24 @@ from nnchain.errors import SpecError, StoreError
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def invoke_translated(invoke, ctx: click.Context):
+    """``invoke(ctx)`` with nnchain's user errors turned into one line on stderr and exit
+    code 2 (130 on Ctrl-C)."""
+    try:
+        return invoke(ctx)
+    except (SpecError, StoreError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+
+
 class TranslatingGroup(click.Group):
-    """Turns nnchain's user errors into one line on stderr and exit code 2."""
+    """The ``nnchain`` group: every subcommand's errors translated (``invoke_translated``)."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (SpecError, StoreError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        return invoke_translated(super().invoke, ctx)
 
 
 @click.group(cls=TranslatingGroup, context_settings={"help_option_names": ["-h", "--help"]})

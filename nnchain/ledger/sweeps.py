@@ -153,11 +153,3 @@ def load_checkpoint(ledger: Ledger, trial_id: int) -> tuple[int, bytes] | None:
     with ledger.session() as session:
         checkpoint = session.get(Checkpoint, trial_id)
         return None if checkpoint is None else (checkpoint.epoch, checkpoint.payload)
-
-
-def reset_unfinished(ledger: Ledger, sweep_id: str) -> int:
-    """Put every trial that is not FINISHED back to PENDING (for resume); returns how many."""
-    with ledger.session() as session:
-        result = session.execute(update(Trial).where(
-            Trial.sweep_id == sweep_id, Trial.state != FINISHED).values(state=PENDING))
-        return result.rowcount or 0
