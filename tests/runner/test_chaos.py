@@ -2,8 +2,10 @@
 
 Every scenario ends with ``nnchain sweep verify`` (exit 0) and the invariants read back
 through MLflow's own client (``assert_invariants`` of test_faults): one FINISHED run per
-trial key, no run RUNNING, steps 0..epochs-1 exactly once, and here also one run per trial
-key (retries and resumes continue the trial's run, they never open a second one).
+trial key, no run RUNNING, steps 0..epochs-1 exactly once; where the driver lives through
+the fault, also one run per trial key (a retry continues the trial's run). Drivers are also
+SIGKILLed at exact points of their writes (a wrapped function kills its own process), where
+random kills rarely land.
 
 Kill moments come from ``random.Random(CHAOS_SEED)``; a failure message names the seed, and
 ``NNCHAIN_CHAOS_SEED=<seed>`` replays the same schedule (the timing of the machine aside).
@@ -552,3 +554,37 @@ def test_processes_opening_a_brand_new_ledger_at_once(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     errors = json.loads(done.stdout)
     assert not errors, f"{len(errors)} of 120 opens failed, first: {errors[0]}"
+
+
+# ---- the driver SIGKILLed while it creates a brand-new MLflow store ---------------------------
+# Right after the migration that rebuilds the ``tags`` table created its temporary copy: on
+# SQLite that CREATE TABLE commits on its own, so a store migrated in place is left broken
+# ("table _alembic_tmp_tags already exists") for every later command.
+KILL_IN_MIGRATION = """
+import os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+@event.listens_for(Engine, "after_cursor_execute")
+def die(connection, cursor, statement, parameters, context, executemany):
+    if "CREATE TABLE _alembic_tmp_tags" in statement:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+from nnchain.cli.main import main
+sys.exit(main())
+"""
+
+
+def test_driver_killed_while_creating_a_new_store(runs_home, ray_address):
+    epochs, name = 100, "new-store"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=200,
+                               checkpoint_every=50))
+    first = Cli(runs_home, ["sweep", "run", str(spec), "--quiet"], cli_env(ray_address),
+                program=("-c", KILL_IN_MIGRATION))
+    assert first.wait(120) == -signal.SIGKILL, first.output()  # killed mid-migration
+    again = CliRunner().invoke(main, ["sweep", "run", str(spec), "--quiet", "--format",
+                                      "json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["status"] == "FINISHED"
+    assert_invariants(runs_home, name, epochs, finished=3)

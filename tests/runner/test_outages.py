@@ -224,16 +224,30 @@ class Proxy(ThreadingHTTPServer):
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 
 
-def test_tracking_server_killed_for_10_s(runs_home, ray_local, capfd):
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One tracking server for the module's tests (each records its own sweep in it)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), free_ports(1)[0])
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def mlflow_server(shared_server) -> MlflowServer:
+    """The module's tracking server, up (a test before may have left it killed)."""
+    if shared_server.process.poll() is not None:
+        shared_server.start()
+    return shared_server
+
+
+def test_tracking_server_killed_for_10_s(runs_home, ray_local, mlflow_server, capfd):
     epochs, name = 400, "server-outage"
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
                                samples=400, checkpoint_every=50))
-    store = runs_home / "server"
-    store.mkdir()
-    server = MlflowServer(store, free_ports(1)[0])
+    server = mlflow_server
     ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
-    server.start()
     proxy = Proxy(server.port)
 
     def take_down() -> None:
@@ -263,13 +277,12 @@ def test_tracking_server_killed_for_10_s(runs_home, ray_local, capfd):
         assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
     finally:
         proxy.close()
-        server.kill()
 
 
 @pytest.mark.xfail(strict=True, reason="a trial run whose create_run answer is lost is "
                                        "created again on retry: the first run stays RUNNING, "
                                        "without params, outside the ledger")
-def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local):
+def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local, mlflow_server):
     """Each kind of write the driver makes while trials run has its answer lost once (the
     server handled it, the connection dropped before the reply): retrying it must not
     record anything twice."""
@@ -277,11 +290,8 @@ def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local):
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
                                samples=300, checkpoint_every=50))
-    store = runs_home / "server"
-    store.mkdir()
-    server = MlflowServer(store, free_ports(1)[0])
+    server = mlflow_server
     ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
-    server.start()
     proxy = Proxy(server.port)
     writes = [("POST", "/api/2.0/mlflow/runs/create"), ("POST", LOG_BATCH),
               ("POST", "/api/2.0/mlflow/runs/update")]
@@ -305,10 +315,9 @@ def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local):
     finally:
         reader.close()
         proxy.close()
-        server.kill()
 
 
-def test_a_sweep_waiting_out_an_outage_is_not_reaped(runs_home, ray_local):
+def test_a_sweep_waiting_out_an_outage_is_not_reaped(runs_home, ray_local, mlflow_server):
     """The store away for 6 s (twice the grace here; a 2-minute outage against the default
     60 s): once it is back, ``sweep status`` (the reaper) must not take the live sweep for a
     dead one, or a `sweep resume` would then run it a second time."""
@@ -318,11 +327,8 @@ def test_a_sweep_waiting_out_an_outage_is_not_reaped(runs_home, ray_local):
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
                                samples=300, checkpoint_every=50))
-    store = runs_home / "server"
-    store.mkdir()
-    server = MlflowServer(store, free_ports(1)[0])
+    server = mlflow_server
     ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
-    server.start()
     proxy = Proxy(server.port)
     seen: dict = {}
 
@@ -351,7 +357,6 @@ def test_a_sweep_waiting_out_an_outage_is_not_reaped(runs_home, ray_local):
         assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
     finally:
         proxy.close()
-        server.kill()
 
 
 # ---- 7b. PostgreSQL restarted mid-sweep ----------------------------------------------------
