@@ -101,6 +101,7 @@ class Driver:
         self._last_flush = self._last_beat = time.monotonic()
         self._dirty: set[int] = set()
         self._ends: list[tuple] = []
+        self._creating: set[int] = set()  # trials whose run create was sent at least once
         self.stop_reason = ""  # set by Ctrl-C or `sweep cancel`: stop at the next turn
 
     # ---- setup -------------------------------------------------------------------------
@@ -204,12 +205,19 @@ class Driver:
         self._progress()
 
     def _open_run(self, live: Live, attempt: int, start_ms: int) -> None:
-        """The trial's run: created on its first attempt, reopened on a retry or resume."""
+        """The trial's run: created on its first attempt, reopened on a retry or resume.
+
+        A create retried after a lost answer first looks for the run it may have made."""
+        if not live.run_id and live.trial_id in self._creating:
+            live.run_id, live.artifact_uri = sweep_runs.recover_trial_run(
+                self.client, self.sweep.experiment_id, sweep_id=self.sweep.id,
+                trial_key=live.key, config=live.config)
         if live.run_id:
             sweep_runs.reopen_trial_run(self.client, live.run_id, attempt)
             if not live.artifact_uri:
                 live.artifact_uri = self.client.get_run(live.run_id).info.artifact_uri
         else:
+            self._creating.add(live.trial_id)
             live.run_id, live.artifact_uri = sweep_runs.create_trial_run(
                 self.client, self.sweep.experiment_id, parent_run_id=self.sweep.parent_run_id,
                 sweep_id=self.sweep.id, trial_key=live.key, index=live.index,

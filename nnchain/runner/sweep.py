@@ -35,6 +35,7 @@ from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep, driver_
 from nnchain.runner.reaper import claim, reap
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
+from nnchain.tracking.retry import is_transient, with_retry
 from nnchain.tracking.store import (
     artifact_root,
     check_name,
@@ -190,10 +191,19 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
     for trial in ledger_ops.trials_of(ledger, sweep_id):
         if ray_ready.is_set():
             break
-        created[trial.id] = sweep_runs.create_trial_run(
-            client, exp_id, parent_run_id=parent, sweep_id=sweep_id, trial_key=trial.key,
-            index=trial.index, repeat=trial.repeat, attempt=0, config=trial.config,
-            overrides=trial.overrides, scheduled=True)
+        try:
+            created[trial.id] = sweep_runs.create_trial_run(
+                client, exp_id, parent_run_id=parent, sweep_id=sweep_id, trial_key=trial.key,
+                index=trial.index, repeat=trial.repeat, attempt=0, config=trial.config,
+                overrides=trial.overrides, scheduled=True)
+        except Exception as error:  # the store is away: the loop creates the rest later
+            if not is_transient(error):
+                raise
+            found = with_retry(sweep_runs.recover_trial_run, client, exp_id, sweep_id=sweep_id,
+                               trial_key=trial.key, config=trial.config, what="the MLflow store")
+            if found[0]:  # made before its answer was lost
+                created[trial.id] = found
+            break
     ledger_ops.set_runs(ledger, created)
     return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
 

@@ -63,6 +63,23 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
     return run.info.run_id, run.info.artifact_uri
 
 
+def recover_trial_run(client, experiment_id: str, *, sweep_id: str, trial_key: str,
+                      config: Mapping) -> tuple[str, str]:
+    """The trial's run if a create whose answer was lost made one, its params completed
+    (logging equal params again is harmless); extra copies are deleted. Returns the run id
+    and artifact URI, or ``("", "")`` when no run was made."""
+    runs = client.search_runs(
+        [experiment_id], order_by=["attributes.start_time ASC"], max_results=10,
+        filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
+                      f"tags.`nnchain.trial_key` = '{trial_key}'")
+    if not runs:
+        return "", ""
+    for extra in runs[1:]:
+        client.delete_run(extra.info.run_id)
+    RunWriter(client, runs[0].info.run_id).log_params(to_params(config))
+    return runs[0].info.run_id, runs[0].info.artifact_uri
+
+
 def reopen_trial_run(client, run_id: str, attempt: int) -> None:
     """A scheduled, retried or resumed trial runs in its run: RUNNING, attempt tagged."""
     client.update_run(run_id, status="RUNNING")

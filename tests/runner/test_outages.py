@@ -279,9 +279,6 @@ def test_tracking_server_killed_for_10_s(runs_home, ray_local, mlflow_server, ca
         proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a trial run whose create_run answer is lost is "
-                                       "created again on retry: the first run stays RUNNING, "
-                                       "without params, outside the ledger")
 def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local, mlflow_server):
     """Each kind of write the driver makes while trials run has its answer lost once (the
     server handled it, the connection dropped before the reply): retrying it must not
