@@ -53,7 +53,7 @@ def pg_url():
     if not _pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
     name = f"nnchain_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"

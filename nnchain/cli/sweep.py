@@ -45,7 +45,8 @@ def _run_options(function):
                      help="CPUs of each trial (BLAS threads: its integer part, at least 1); "
                           "a fraction runs several trials per CPU."),
         click.option("--pack", type=click.IntRange(min=1), default=None,
-                     help="Trials per Ray task [default: chosen from the sweep's size]."),
+                     help="At most this many trials per Ray task, fewer as the queue drains "
+                          "[default: chosen from the sweep's size]."),
         options.output_format,
         click.option("--quiet", is_flag=True, help="No progress display."),
     ]):

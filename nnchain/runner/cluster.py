@@ -42,9 +42,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     if ray.is_initialized():
         return ray.cluster_resources()
     check_address(address)
-    runtime_env = {"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}}
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR,
-             "runtime_env": runtime_env}
+    # No runtime_env: workers never use MLflow, and one would make Ray start new workers
+    # for it instead of those it prestarted (measured: first tasks 0.9 s later instead of 0.3).
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         if address:

@@ -171,7 +171,8 @@ def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: 
 
 def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: threading.Event):
     """Open the stores, record the sweep (ledger rows, parent run) and create its trials'
-    runs (SCHEDULED) until Ray is up; the loop creates the rest as trials start."""
+    runs (SCHEDULED): all of them in an SQL store, else until Ray is up (the loop creates
+    the rest as trials start)."""
     from nnchain.sweep import spec_fingerprint
 
     client = open_client(uri)
@@ -187,8 +188,15 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)})
     exp_id, parent = _create_parent(ledger, client, uri, spec, sweep_id, name, len(trials))
+    trials = ledger_ops.trials_of(ledger, sweep_id)
+    if uri.startswith(("sqlite:", "postgresql")):  # all at once, in one transaction
+        created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
+                             parent_run_id=parent, sweep_id=sweep_id, trials=trials,
+                             what="the MLflow store")
+        ledger_ops.set_runs(ledger, created)
+        return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
     created = {}
-    for trial in ledger_ops.trials_of(ledger, sweep_id):
+    for trial in trials:
         if ray_ready.is_set():
             break
         try:
@@ -243,7 +251,7 @@ def resume_sweep(ref: str, options: SweepOptions,
     if not sweep.parent_run_id:  # the first driver died before it made the parent run
         _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
     else:
-        sweep_runs.reopen_trial_run(client, sweep.parent_run_id, 0)
+        client.update_run(sweep.parent_run_id, status="RUNNING")
     sweep = ledger_ops.find_sweep(ledger, sweep.id)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 

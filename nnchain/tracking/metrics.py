@@ -1,24 +1,27 @@
-"""Fast metric writing for a sweep's one writer.
+"""Fast writing for a sweep's one writer: metrics, and runs starting and ending.
 
 A sweep logs hundreds of thousands of values. MLflow's ``log_batch`` into an SQL store
 builds one ORM object per value (~10,000 values/s here), so for SQLite and PostgreSQL
 stores the writer inserts rows into MLflow's own ``metrics`` and ``latest_metrics``
-tables in bulk (Core ``executemany``, one transaction a batch), with the value
-sanitising MLflow applies (NaN stored as 0 with ``is_nan``, infinities clamped). The
-schema is MLflow's, checked by ``open_client`` to be current; runs are created and
-ended through ``MlflowClient``. Any other store (a tracking server) gets ``log_batch``.
+tables in bulk (Core ``executemany``, one transaction a flush), with the value
+sanitising MLflow applies (NaN stored as 0 with ``is_nan``, infinities clamped). Runs
+starting and ending go into the same transaction (their ``runs`` row and tags), after
+the metrics, so a run is never FINISHED without them. The schema is MLflow's, checked by
+``open_client`` to be current. Any other store (a tracking server) gets ``log_batch``
+and client calls, in the same order.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 
-from nnchain.tracking.recorder import MAX_METRICS, chunks
+from nnchain.tracking.recorder import MAX_METRICS, RunWriter, chunks
 
 Row = tuple[str, float, int, int]  # key, value, timestamp ms, step
 _CLAMP = sys.float_info.max
@@ -53,27 +56,46 @@ def _sanitized(values: Sequence[float]) -> tuple[list[float], list[bool]]:
 
 
 class MetricWriter:
-    """Buffers metric blocks of many runs and writes them in one transaction a flush.
-
-    SQL stores get a bulk insert; any other store ``log_batch`` (chunked to its limits).
-    """
+    """Buffers metric blocks, run starts and run ends of many runs; writes them in one
+    transaction a flush (SQL stores) or ``log_batch`` chunks and client calls (others)."""
 
     def __init__(self, client, tracking_uri: str) -> None:
         self.client = client
         self.engine = None
         self.blocks: list[Block] = []
+        self.pending_values = 0  # metric values in ``blocks``
         self._chunks: list[tuple[str, list]] = []
+        self._starts: dict[str, dict] = {}  # run id -> tags
+        self._ends: dict[str, tuple[str, int, dict]] = {}  # run id -> status, end ms, tags
         if tracking_uri.startswith(("sqlite:", "postgresql")):
             from sqlalchemy import MetaData, Table, create_engine
 
             self.engine = create_engine(tracking_uri, pool_pre_ping=True)
-            self.latest = Table("latest_metrics", MetaData(), autoload_with=self.engine)
+            metadata = MetaData()
+            self.latest, self.runs, self.tags = (
+                Table(name, metadata, autoload_with=self.engine)
+                for name in ("latest_metrics", "runs", "tags"))
             marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
             self.insert_sql = _INSERT.format(marker)
+
+    def start_run(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
+        """The run is RUNNING (with ``tags``): in an SQL store from the next flush, in any
+        other store now."""
+        if self.engine is None:
+            self.client.update_run(run_id, status="RUNNING")
+            if tags:
+                RunWriter(self.client, run_id).set_tags(tags)
+        else:
+            self._starts[run_id] = dict(tags or {})
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
+        """The run ends with ``status`` (and ``tags``) at the next flush, after its metrics."""
+        self._ends[run_id] = (status, int(time.time() * 1000), dict(tags or {}))
 
     def add(self, block: Block) -> None:
         if block.timestamps:
             self.blocks.append(block)
+            self.pending_values += len(block.timestamps) * len(block.columns)
 
     def write(self, run_id: str, rows: Sequence[Row]) -> None:
         """Write rows of one run now (``nnchain train``'s path)."""
@@ -82,12 +104,22 @@ class MetricWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Write every buffered block; what was not written stays buffered for the next try."""
+        """Write everything buffered; what was not written stays buffered for the next try."""
         if self.engine is None:
             self._log_batch()
-        elif self.blocks:
+            self._end_through_client()
+        elif self.blocks or self._starts or self._ends:
             self._insert(self.blocks)  # one transaction: all or nothing
-            self.blocks = []
+            self.blocks, self._starts, self._ends = [], {}, {}
+            self.pending_values = 0
+
+    def _end_through_client(self) -> None:
+        while self._ends:
+            run_id, (status, end_ms, tags) = next(iter(self._ends.items()))
+            if tags:
+                RunWriter(self.client, run_id).set_tags(tags)
+            self.client.set_terminated(run_id, status=status, end_time=end_ms)
+            del self._ends[run_id]
 
     def _log_batch(self) -> None:
         """A tracking server: chunks within its limits, each dropped once it was accepted."""
@@ -99,7 +131,7 @@ class MetricWriter:
                 entities.extend(Metric(key, float(v), block.timestamps[i], block.first_step + i)
                                 for i, v in enumerate(values))
             self._chunks.extend((block.run_id, part) for part in chunks(entities, MAX_METRICS))
-        self.blocks = []
+        self.blocks, self.pending_values = [], 0
         while self._chunks:
             run_id, part = self._chunks[0]
             self.client.log_batch(run_id, metrics=part)
@@ -120,21 +152,44 @@ class MetricWriter:
                 if known is None or last["step"] >= known["step"]:
                     latest[(block.run_id, key)] = last
         with self.engine.begin() as connection:
-            connection.exec_driver_sql(self.insert_sql, rows)
-            connection.execute(self._upsert_latest(), list(latest.values()))
+            if rows:
+                connection.exec_driver_sql(self.insert_sql, rows)
+                connection.execute(self._upsert_latest(), list(latest.values()))
+            self._write_runs(connection)
+
+    def _write_runs(self, connection) -> None:
+        from sqlalchemy import update
+
+        run = self.runs.c
+        tags = []
+        if self._starts:
+            connection.execute(update(self.runs).where(run.run_uuid.in_(list(self._starts)))
+                               .values(status="RUNNING", end_time=None))
+            tags.extend((run_id, t) for run_id, t in self._starts.items())
+        for run_id, (status, end_ms, end_tags) in self._ends.items():
+            connection.execute(update(self.runs).where(run.run_uuid == run_id)
+                               .values(status=status, end_time=end_ms))
+            tags.append((run_id, end_tags))
+        rows = [{"key": k, "value": v, "run_uuid": run_id}
+                for run_id, run_tags in tags for k, v in run_tags.items()]
+        if rows:
+            connection.execute(self._upsert(self.tags, ("key", "run_uuid"), ("value",)), rows)
 
     def _upsert_latest(self):
+        return self._upsert(self.latest, ("key", "run_uuid"),
+                            ("value", "timestamp", "step", "is_nan"), newer_step=True)
+
+    def _upsert(self, table, keys: tuple[str, ...], values: tuple[str, ...],
+                newer_step: bool = False):
         if self.engine.dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
-        statement = insert(self.latest)
-        current = self.latest.c
+        statement = insert(table)
         return statement.on_conflict_do_update(
-            index_elements=[current.key, current.run_uuid],
-            set_={name: statement.excluded[name]
-                  for name in ("value", "timestamp", "step", "is_nan")},
-            where=statement.excluded.step >= current.step)
+            index_elements=[table.c[name] for name in keys],
+            set_={name: statement.excluded[name] for name in values},
+            where=statement.excluded.step >= table.c.step if newer_step else None)
 
     def dispose(self) -> None:
         if self.engine is not None:

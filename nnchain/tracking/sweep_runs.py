@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +44,13 @@ def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
     return (f"t{index:03d} " + " ".join(parts)).strip()[:200]
 
 
+def _trial_tags(parent_run_id: str, sweep_id: str, trial_key: str, index: int, repeat: int,
+                attempt: int) -> dict[str, str]:
+    return {PARENT_TAG: parent_run_id, "nnchain.kind": "trial", "nnchain.sweep_id": sweep_id,
+            "nnchain.trial_key": trial_key, "nnchain.trial_index": str(index),
+            "nnchain.repeat": str(repeat), "nnchain.attempt": str(attempt)}
+
+
 def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id: str,
                      trial_key: str, index: int, repeat: int, attempt: int,
                      config: Mapping, overrides: Mapping, start_ms: int | None = None,
@@ -52,15 +60,55 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
     ``scheduled``: created ahead of the trial's start, in MLflow's SCHEDULED state.
     Returns the run id and its artifact URI."""
     run = client.create_run(experiment_id, start_time=start_ms or int(time.time() * 1000),
-                            run_name=trial_run_name(index, overrides), tags={
-                                PARENT_TAG: parent_run_id, "nnchain.kind": "trial",
-                                "nnchain.sweep_id": sweep_id, "nnchain.trial_key": trial_key,
-                                "nnchain.trial_index": str(index),
-                                "nnchain.repeat": str(repeat), "nnchain.attempt": str(attempt)})
+                            run_name=trial_run_name(index, overrides),
+                            tags=_trial_tags(parent_run_id, sweep_id, trial_key, index, repeat,
+                                             attempt))
     RunWriter(client, run.info.run_id).log_params(to_params(config))
     if scheduled:
         client.update_run(run.info.run_id, status="SCHEDULED")
     return run.info.run_id, run.info.artifact_uri
+
+
+def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
+                          parent_run_id: str, sweep_id: str,
+                          trials: Sequence) -> dict[int, tuple[str, str]]:
+    """Every trial's run made ahead, SCHEDULED, in one transaction of an SQL store.
+
+    What ``create_trial_run`` makes through the client (27 ms a run here), inserted with
+    MLflow's own table definitions (1-2 ms a run); ``open_client`` checked the schema is
+    the installed MLflow's. ``trials`` are ledger rows; returns trial id -> (run id,
+    artifact URI)."""
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+    from mlflow.utils.uri import append_to_uri_path
+    from sqlalchemy import create_engine, insert
+
+    location = client.get_experiment(experiment_id).artifact_location
+    now = int(time.time() * 1000)
+    runs, tags, params, made = [], [], [], {}
+    for trial in trials:
+        run_id = uuid.uuid4().hex
+        name = trial_run_name(trial.index, trial.overrides)
+        made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
+        runs.append({"run_uuid": run_id, "name": name, "source_type": "UNKNOWN",
+                     "source_name": "", "entry_point_name": "", "user_id": "unknown",
+                     "status": "SCHEDULED", "start_time": now, "end_time": None,
+                     "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
+                     "artifact_uri": made[trial.id][1], "experiment_id": int(experiment_id)})
+        run_tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
+        run_tags[RUN_NAME_TAG] = name
+        tags.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in run_tags.items())
+        params.extend({"key": k, "value": v[:6000], "run_uuid": run_id}
+                      for k, v in to_params(trial.config).items())
+    engine = create_engine(tracking_uri)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(SqlRun.__table__), runs)
+            connection.execute(insert(SqlTag.__table__), tags)
+            if params:
+                connection.execute(insert(SqlParam.__table__), params)
+    finally:
+        engine.dispose()
+    return made
 
 
 def recover_trial_run(client, experiment_id: str, *, sweep_id: str, trial_key: str,
@@ -78,13 +126,6 @@ def recover_trial_run(client, experiment_id: str, *, sweep_id: str, trial_key: s
         client.delete_run(extra.info.run_id)
     RunWriter(client, runs[0].info.run_id).log_params(to_params(config))
     return runs[0].info.run_id, runs[0].info.artifact_uri
-
-
-def reopen_trial_run(client, run_id: str, attempt: int) -> None:
-    """A scheduled, retried or resumed trial runs in its run: RUNNING, attempt tagged."""
-    client.update_run(run_id, status="RUNNING")
-    if attempt:
-        client.set_tag(run_id, "nnchain.attempt", str(attempt))
 
 
 def end_run(client, run_id: str, status: str, reason: str = "",

@@ -435,35 +435,32 @@ KILL_AT = """
 import os, signal, sys, time
 from nnchain.runner import cluster
 from nnchain.tracking import sweep_runs
+from nnchain.tracking.metrics import MetricWriter
 
 name, when = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
-original = getattr(sweep_runs, name, None)
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-def dying(*args, **kwargs):
-    if when == "before":
-        die()
-    result = original(*args, **kwargs)
-    scheduled = bool(kwargs.get("scheduled"))
-    if when == "after-scheduled" and scheduled:
-        die()
-    if when == "after" and not scheduled and (name != "end_run" or args[2] == "FINISHED"):
-        die()
-    return result
-
-if name == "RunWriter.log_params":  # a trial's run made, its params not yet logged
-    class DyingWriter(sweep_runs.RunWriter):
-        def log_params(self, params):
-            if "train.epochs" in params:
-                die()
-            return super().log_params(params)
-    sweep_runs.RunWriter = DyingWriter
+if name == "MetricWriter.flush":  # the writer's transaction committed, the ledger not told
+    flush = MetricWriter.flush
+    def dying_flush(self):
+        started = bool(self._starts)
+        finished = any(end[0] == "FINISHED" for end in self._ends.values())
+        flush(self)
+        if (when == "after-start" and started) or (when == "after-finish" and finished):
+            die()
+    MetricWriter.flush = dying_flush
 else:
+    original = getattr(sweep_runs, name)
+    def dying(*args, **kwargs):
+        if when == "before":
+            die()
+        result = original(*args, **kwargs)
+        die()
     setattr(sweep_runs, name, dying)
-if when == "after-scheduled":
+if name == "insert_scheduled_runs":
     connect = cluster.connect
     def slow_connect(*args, **kwargs):
         time.sleep(15)  # past the store's creation (~6 s), so runs are created ahead
@@ -482,14 +479,13 @@ def _kill_point(point: str, function: str, when: str, bug: str | None = None):
 KILL_POINTS = [
     # the sweep is in the ledger, its parent run not yet in MLflow
     _kill_point("before-parent-run", "create_parent_run", "before"),
-    # a run created ahead (SCHEDULED) while Ray starts, not yet in the ledger
-    _kill_point("after-scheduled-run", "create_trial_run", "after-scheduled"),
-    # a trial's run created, its params not yet logged
-    _kill_point("before-trial-params", "RunWriter.log_params", "before"),
-    # a trial's run created at its start, the ledger not yet told
-    _kill_point("after-trial-run", "create_trial_run", "after"),
+    # the trials' runs created ahead (SCHEDULED, params logged) while Ray starts, not yet
+    # in the ledger
+    _kill_point("after-scheduled-runs", "insert_scheduled_runs", "after"),
+    # trials' runs RUNNING with their first metrics in MLflow, the ledger not yet told
+    _kill_point("after-runs-started", "MetricWriter.flush", "after-start"),
     # a trial's run FINISHED in MLflow, the ledger not yet told
-    _kill_point("after-run-finished", "end_run", "after"),
+    _kill_point("after-run-finished", "MetricWriter.flush", "after-finish"),
 ]
 
 

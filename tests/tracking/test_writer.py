@@ -1,0 +1,103 @@
+"""The sweep's one writer on SQL stores, read back through MLflow's own client: metric
+values, runs starting and ending, and runs created ahead in bulk."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from nnchain.runner.driver import pack_size
+from nnchain.tracking import sweep_runs
+from nnchain.tracking.metrics import Block, MetricWriter
+from nnchain.tracking.store import open_client
+
+CONFIG = {"data": {"name": "xor", "seed": 0}, "model": {"hidden": [4], "activation": "tanh"},
+          "train": {"epochs": 3, "lr": 0.1}, "seed": 7}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    else:
+        uri = request.getfixturevalue("pg_url")
+    client = open_client(uri)
+    return SimpleNamespace(uri=uri, client=client,
+                           experiment=client.create_experiment("writer", str(tmp_path / "a")))
+
+
+def test_metric_values_read_back_exactly(store):
+    run_id = store.client.create_run(store.experiment).info.run_id
+    writer = MetricWriter(store.client, store.uri)
+    writer.add(Block(run_id, 0, {"cost": [0.5, float("nan"), float("inf")], "acc": [1, 2, 3]},
+                     [1000, 1001, 1002]))
+    writer.add(Block(run_id, 3, {"cost": [0.25], "acc": [4]}, [1003]))
+    assert writer.pending_values == 8
+    writer.flush()
+    assert writer.pending_values == 0
+    history = store.client.get_metric_history(run_id, "cost")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert history[0].value == 0.5 and math.isnan(history[1].value)
+    assert history[2].value > 1e308 and history[3].value == 0.25
+    assert [m.value for m in store.client.get_metric_history(run_id, "acc")] == [1, 2, 3, 4]
+    latest = store.client.get_run(run_id).data.metrics
+    assert latest == {"cost": 0.25, "acc": 4.0}
+    writer.dispose()
+
+
+def test_run_ends_wait_for_the_flush_after_their_metrics(store):
+    run_id = store.client.create_run(store.experiment).info.run_id
+    store.client.update_run(run_id, status="SCHEDULED")
+    writer = MetricWriter(store.client, store.uri)
+    writer.start_run(run_id, {"nnchain.attempt": "1"})
+    assert store.client.get_run(run_id).info.status == "SCHEDULED"  # not before the flush
+    writer.flush()
+    run = store.client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["nnchain.attempt"] == "1"
+
+    writer.add(Block(run_id, 0, {"cost": [1.0, 0.5]}, [1000, 1001]))
+    writer.end_run(run_id, "FAILED", {"nnchain.status_reason": "diverged at epoch 2"})
+    assert store.client.get_run(run_id).info.status == "RUNNING"
+    writer.flush()
+    run = store.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert run.data.tags["nnchain.status_reason"] == "diverged at epoch 2"
+    assert [m.step for m in store.client.get_metric_history(run_id, "cost")] == [0, 1]
+
+    writer.end_run(run_id, "KILLED", {"nnchain.status_reason": "again"})  # tags upserted
+    writer.flush()
+    assert store.client.get_run(run_id).data.tags["nnchain.status_reason"] == "again"
+    writer.dispose()
+
+
+def test_runs_made_ahead_in_bulk_equal_runs_made_through_the_client(store):
+    common = dict(parent_run_id="p" * 32, sweep_id="s1")
+    trial = SimpleNamespace(id=5, key="k" * 16, index=3, repeat=1, config=CONFIG,
+                            overrides={"train.lr": 0.1, "model.hidden": [4]})
+    one_id, one_uri = sweep_runs.create_trial_run(
+        store.client, store.experiment, trial_key=trial.key, index=trial.index,
+        repeat=trial.repeat, attempt=0, config=CONFIG, overrides=trial.overrides,
+        scheduled=True, **common)
+    made = sweep_runs.insert_scheduled_runs(store.client, store.uri, store.experiment,
+                                            trials=[trial], **common)
+    bulk_id, bulk_uri = made[5]
+    one, bulk = store.client.get_run(one_id), store.client.get_run(bulk_id)
+    assert bulk.data.params == one.data.params and bulk.data.params["train.lr"] == "0.1"
+    drop = {"mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"}
+    assert {k: v for k, v in bulk.data.tags.items() if k not in drop} == \
+        {k: v for k, v in one.data.tags.items() if k not in drop}
+    for field in ("status", "run_name", "lifecycle_stage", "experiment_id", "user_id"):
+        assert getattr(bulk.info, field) == getattr(one.info, field), field
+    assert bulk.info.status == "SCHEDULED" and bulk.info.run_name == "t003 lr=0.1 hidden=[4]"
+    assert bulk_uri == one_uri.replace(one_id, bulk_id) == bulk.info.artifact_uri
+    nested = store.client.search_runs([store.experiment],
+                                      filter_string=f"tags.`mlflow.parentRunId` = '{'p' * 32}'")
+    assert {r.info.run_id for r in nested} == {one_id, bulk_id}
+
+
+@pytest.mark.parametrize(("queued", "pack", "slots", "size"), [
+    (48, 6, 2, 6), (20, 6, 2, 5), (7, 6, 2, 1), (1, 6, 2, 1), (100, 1, 4, 1), (3, 8, 0, 1)])
+def test_packs_shrink_as_the_queue_drains(queued, pack, slots, size):
+    assert pack_size(queued, pack, slots) == size
