@@ -136,8 +136,17 @@ def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int,
 
 def end_trial(ledger: Ledger, trial_id: int, state: str, reason: str = "",
               **values: Any) -> None:
-    assert state in (FINISHED, FAILED, KILLED, PENDING)
-    update_trial(ledger, trial_id, state=state, reason=reason, ended_at=utcnow(), **values)
+    end_trials(ledger, [(trial_id, state, reason, values)])
+
+
+def end_trials(ledger: Ledger, ends: Sequence[tuple[int, str, str, dict]]) -> None:
+    """Record trials' ends, (trial id, state, reason, other values) each, in one transaction."""
+    with ledger.session() as session:
+        now = utcnow()
+        for trial_id, state, reason, values in ends:
+            assert state in (FINISHED, FAILED, KILLED, PENDING)
+            session.execute(update(Trial).where(Trial.id == trial_id).values(
+                state=state, reason=reason, ended_at=now, **values))
 
 
 def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -> None:

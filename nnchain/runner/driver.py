@@ -270,14 +270,16 @@ class Driver:
         self._progress()
 
     def _close_ended(self) -> None:
-        """Close ended trials in the ledger, one by one, once the writer ended their runs
-        (each step idempotent, so a retry after an outage redoes at most one)."""
-        while self._ends:
-            live, status, reason, epochs, seconds, metric = self._ends[0]
-            ledger_ops.end_trial(self.ledger, live.trial_id, status, reason, metric=metric,
-                                 summary=live.summary, epochs=epochs, last_step=live.last_step,
-                                 train_seconds=seconds, heartbeat_at=utcnow())
-            self._ends.pop(0)
+        """Record ended trials in the ledger (one transaction) once the writer ended
+        their runs."""
+        if self._ends:
+            ledger_ops.end_trials(self.ledger, [
+                (live.trial_id, status, reason,
+                 {"metric": metric, "summary": live.summary, "epochs": epochs,
+                  "last_step": live.last_step, "train_seconds": seconds,
+                  "heartbeat_at": utcnow()})
+                for live, status, reason, epochs, seconds, metric in self._ends])
+            self._ends = []
 
     def _finish_pack(self, generator, error: Exception | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""

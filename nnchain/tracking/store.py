@@ -157,7 +157,7 @@ def creation_lock(uri: str) -> Iterator[None]:
 
 
 def _create_sqlite_atomically(uri: str) -> None:
-    """A new SQLite store is made under another name and renamed into place, so a process
+    """A new SQLite store is made under another name and linked into place, so a process
     killed during MLflow's migrations never leaves a half-made store behind."""
     db_file = sqlite_path(uri)
     if db_file is None or db_file.exists():
@@ -167,7 +167,13 @@ def _create_sqlite_atomically(uri: str) -> None:
     draft = db_file.with_name(f"{db_file.name}.new")
     draft.unlink(missing_ok=True)
     MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
-    os.replace(draft, db_file)
+    try:
+        os.link(draft, db_file)  # only where no store is: another process (`mlflow ui`)
+    except FileExistsError:      # may have made one meanwhile, and keeps using it
+        pass
+    except OSError:  # a file system without hard links
+        os.replace(draft, db_file)
+    draft.unlink(missing_ok=True)
 
 
 def _use_wal(uri: str) -> None:

@@ -9,6 +9,8 @@ random kills rarely land.
 
 Kill moments come from ``random.Random(CHAOS_SEED)``; a failure message names the seed, and
 ``NNCHAIN_CHAOS_SEED=<seed>`` replays the same schedule (the timing of the machine aside).
+The scenarios with a driver killed (``store_uri``) run on the default SQLite store and on
+PostgreSQL, where the ledger lives in the MLflow database.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from support import store_urls, uri_args, wait_for
 from test_faults import assert_invariants, client_for
 
 from nnchain.cli.main import main
@@ -63,8 +66,8 @@ parameters:
 
 
 # ---- reading the ledger from the outside, while a driver creates and writes it -----------
-def ledger_url_of(home: Path) -> str:
-    return f"sqlite:///{home / 'nnchain-runs' / 'ledger.db'}"
+def ledger_url_of(home: Path, tracking_uri: str | None = None) -> str:
+    return store_urls(home, tracking_uri)[1]
 
 
 class LedgerReader:
@@ -231,18 +234,9 @@ class Cli:
         return f"stdout: {self.out.read_text()[-2000:]!r}\nstderr: {self.err.read_text()[-4000:]!r}"
 
 
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
-
-
-def verify_ok(*args: str) -> None:
-    verified = CliRunner().invoke(main, ["sweep", "verify", *args], catch_exceptions=False)
+def verify_ok(*args: str, tracking_uri: str | None = None) -> None:
+    verified = CliRunner().invoke(main, ["sweep", "verify", *args, *uri_args(tracking_uri)],
+                                  catch_exceptions=False)
     assert verified.exit_code == 0, verified.output
 
 
@@ -282,8 +276,8 @@ def test_chaos_workers_killed_at_random(runs_home, ray_local):
         assert run.info.status == "FINISHED"
 
 
-def ledger_for_home(home: Path):
-    return open_ledger(ledger_url_of(home), create=False)
+def ledger_for_home(home: Path, tracking_uri: str | None = None):
+    return open_ledger(ledger_url_of(home, tracking_uri), create=False)
 
 
 # ---- 4. eight trials at once on SQLite, every epoch logged, readers alongside ---------------
@@ -298,8 +292,13 @@ def test_eight_concurrent_trials_on_sqlite(runs_home, ray_local, capfd):
     stopped = threading.Event()
 
     def watch() -> None:
-        """What a user does meanwhile: status, and the UI reading MLflow."""
-        client = client_for(runs_home)
+        """What a user does meanwhile: status, and the UI reading MLflow.
+
+        The client is made once the sweep has its experiment, so after the driver created
+        the store: an MlflowClient creates a missing SQLite store at once, and this
+        process's MLflow caches it for the driver too, whose new store, renamed into place,
+        would leave that cached engine on a replaced file ("readonly database")."""
+        client = None
         while not stopped.wait(0.2):
             running = reader.trials(name, [RUNNING])
             peak["running"] = max(peak["running"], len(running))
@@ -307,6 +306,7 @@ def test_eight_concurrent_trials_on_sqlite(runs_home, ray_local, capfd):
             sweep = reader.sweep(name)
             if sweep is None or not sweep.experiment_id:
                 continue
+            client = client or client_for(runs_home)
             try:
                 for run in child_runs(client, sweep)[:4]:
                     client.get_metric_history(run.info.run_id, "train_cost")
@@ -340,20 +340,23 @@ def test_eight_concurrent_trials_on_sqlite(runs_home, ray_local, capfd):
 
 
 # ---- 2. the driver killed at random moments, resumed until done ----------------------------
-def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address):
+def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address, store_uri):
     rng = random.Random(CHAOS_SEED)
-    epochs, name = 800, "killdriver"
+    # 2000 epochs: an unkilled `sweep run` lasts ~11 s on SQLite (800: ~7 s, within the
+    # 3-8 s its kill is drawn from, so the sweep could end before its kill)
+    epochs, name = 2000, "killdriver"
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
                                samples=400, checkpoint_every=50))
-    env = cli_env(ray_address)
-    reader = LedgerReader(ledger_url_of(runs_home))
+    env, uri = cli_env(ray_address), uri_args(store_uri)
+    reader = LedgerReader(ledger_url_of(runs_home, store_uri))
     schedule: list[tuple[str, float, int | None]] = []  # command, kill after, exit code
     try:
         # `sweep run`, killed after 3-8 s; run again if it died before recording the sweep
         while reader.sweep(name) is None:
             assert len(schedule) < 4, schedule
-            run = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1"], env)
+            run = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1", *uri],
+                      env)
             moment = rng.uniform(3.0, 8.0)
             if run.exited_within(moment):
                 raise AssertionError(f"sweep run ended before its kill: {run.output()}")
@@ -364,8 +367,8 @@ def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address)
         while code != 0:
             time.sleep(2.3)  # the killed driver's heartbeat is older than the grace (2 s)
             last = sum(1 for command, _, _ in schedule if command == "resume") >= 4
-            resume = Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json"],
-                         env)
+            resume = Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json",
+                                     *uri], env)
             moment = 120.0 if last else rng.uniform(3.0, 7.0)
             if resume.exited_within(moment):
                 code = resume.process.returncode
@@ -380,27 +383,32 @@ def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address)
         reader.close()
     context = (schedule, CHAOS_SEED)
     print(f"driver kills: seed {CHAOS_SEED}, schedule {schedule}")
-    assert_invariants(runs_home, name, epochs, finished=6)
-    ledger = ledger_for_home(runs_home)
-    sweep = ledger_ops.find_sweep(ledger, name)
+    assert_invariants(runs_home, name, epochs, finished=6, tracking_uri=store_uri)
+    ledger = ledger_for_home(runs_home, store_uri)
+    try:
+        sweep = ledger_ops.find_sweep(ledger, name)
+    finally:
+        ledger.dispose()
     assert sweep.status == "FINISHED", context
     # a resume after the end is a no-op
-    again = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json"])
+    again = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json",
+                                      *uri])
     assert again.exit_code == 0, again.output
-    verify_ok(name)
+    verify_ok(name, tracking_uri=store_uri)
 
 
 # ---- 3. two resumes of one stopped sweep started together ----------------------------------
-def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_address):
+def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_address,
+                                                           store_uri):
     epochs, name = 600, "tworesumes"
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=300,
                                checkpoint_every=50))
     # grace 5 s, not 2: a resume's first heartbeat comes ~1-2 s after its claim, and a
     # second resume lagging more than the grace behind would take the sweep over
-    env = cli_env(ray_address, grace="5")
-    reader = LedgerReader(ledger_url_of(runs_home))
-    first = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1"], env)
+    env, uri = cli_env(ray_address, grace="5"), uri_args(store_uri)
+    reader = LedgerReader(ledger_url_of(runs_home, store_uri))
+    first = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1", *uri], env)
     try:
         wait_for(lambda: any(t.last_step >= 50 for t in reader.trials(name, [RUNNING])),
                  timeout=90)
@@ -410,8 +418,8 @@ def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_addres
     finally:
         reader.close()
 
-    resumes = [Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json"], env)
-               for _ in range(2)]
+    resumes = [Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json", *uri],
+                   env) for _ in range(2)]
     codes = sorted(r.wait(120) for r in resumes)
     outputs = [r.output() for r in resumes]
     print(f"two resumes: exit codes {codes}")
@@ -422,8 +430,12 @@ def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_addres
         assert "must not be running" in lines[0] and name in lines[0], lines
     else:  # the first finished before the second claimed: the second was a no-op
         assert codes == [0, 0], outputs
-    assert_invariants(runs_home, name, epochs, finished=3)
-    assert_one_run_per_trial(client_for(runs_home), ledger_for_home(runs_home), name)
+    assert_invariants(runs_home, name, epochs, finished=3, tracking_uri=store_uri)
+    ledger = ledger_for_home(runs_home, store_uri)
+    try:
+        assert_one_run_per_trial(client_for(runs_home, store_uri), ledger, name)
+    finally:
+        ledger.dispose()
 
 
 # ---- the driver SIGKILLed at exact points of its conversation with the stores --------------
@@ -491,25 +503,28 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("function", "when"), KILL_POINTS)
 def test_driver_killed_at_exact_points_then_resumed(function, when, runs_home, ray_address,
-                                                    monkeypatch):
+                                                    monkeypatch, store_uri):
     epochs, name = 200, f"kill-{function}-{when}".replace("_", "-").replace(".", "-")
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=200,
                                checkpoint_every=50))
+    uri = uri_args(store_uri)
     driver = Cli(runs_home, [function, when, "sweep", "run", str(spec), "--quiet", "--pack",
-                             "1"], cli_env(ray_address), program=("-c", KILL_AT))
+                             "1", *uri], cli_env(ray_address), program=("-c", KILL_AT))
     code = driver.wait(120)
     assert code == -signal.SIGKILL, (code, driver.output())  # it died at that point
 
     time.sleep(2.5)  # past the grace period
     monkeypatch.setenv("NNCHAIN_GRACE_SECONDS", "2")
-    status = CliRunner().invoke(main, ["sweep", "status", name, "--format", "json"])
+    status = CliRunner().invoke(main, ["sweep", "status", name, "--format", "json", *uri])
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)["status"] == "STOPPED"
-    verify_ok(name, "--grace", "2")  # what a user checks after the incident
-    resumed = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json"])
+    # what a user checks after the incident
+    verify_ok(name, "--grace", "2", tracking_uri=store_uri)
+    resumed = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json",
+                                        *uri])
     assert resumed.exit_code == 0, resumed.output
-    assert_invariants(runs_home, name, epochs, finished=3)
+    assert_invariants(runs_home, name, epochs, finished=3, tracking_uri=store_uri)
 
 
 # ---- processes opening one brand-new ledger at once ------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support import wait_for
 from test_chaos import (
     Cli,
     LedgerReader,
@@ -30,7 +31,6 @@ from test_chaos import (
     cli_env,
     ledger_for_home,
     ledger_url_of,
-    wait_for,
     worker_pid,
 )
 from test_faults import assert_invariants, client_for

@@ -2,6 +2,7 @@
 
 Every scenario ends by checking the invariants through MLflow's own client: one FINISHED
 run per trial key, no run RUNNING, steps 0..epochs-1 exactly once, same run on retry.
+Scenarios taking a ``store_uri`` run on the default SQLite store and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from support import store_urls, uri_args, wait_for
 
 from nnchain.cli.main import main
 from nnchain.ledger import sweeps as ledger_ops
@@ -44,20 +46,39 @@ parameters:
 """
 
 
-def client_for(home: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{home / 'nnchain-runs' / 'mlflow.db'}")
+def client_for(home: Path, tracking_uri: str | None = None) -> MlflowClient:
+    return MlflowClient(store_urls(home, tracking_uri)[0])
 
 
-def ledger_for(home: Path):
-    return open_ledger(f"sqlite:///{home / 'nnchain-runs' / 'ledger.db'}")
+def ledger_for(home: Path, tracking_uri: str | None = None):
+    return open_ledger(store_urls(home, tracking_uri)[1])
 
 
-def assert_invariants(home: Path, sweep_name: str, epochs: int, *, finished: int) -> None:
-    verified = CliRunner().invoke(main, ["sweep", "verify", sweep_name], catch_exceptions=False)
+def created_ledger(home: Path, tracking_uri: str | None = None):
+    """The ledger once a driver has begun to create it, opened without creating anything
+    (``running_trial`` sees nothing until its tables and the sweep are there)."""
+    url = store_urls(home, tracking_uri)[1]
+    if tracking_uri is None and not (home / "nnchain-runs" / "ledger.db").exists():
+        return None
+    return open_ledger(url, create=False)
+
+
+def assert_invariants(home: Path, sweep_name: str, epochs: int, *, finished: int,
+                      tracking_uri: str | None = None) -> None:
+    """``tracking_uri`` None: the default store in ``home``; else that PostgreSQL database,
+    which must hold the ledger too (nothing written to ``home``'s SQLite files)."""
+    verified = CliRunner().invoke(main, ["sweep", "verify", sweep_name,
+                                         *uri_args(tracking_uri)], catch_exceptions=False)
     assert verified.exit_code == 0, verified.output
-    client = client_for(home)
-    ledger = ledger_for(home)
-    sweep = ledger_ops.find_sweep(ledger, sweep_name)
+    if tracking_uri is not None:
+        made = [p.name for p in (home / "nnchain-runs").glob("*.db*")]
+        assert not made, f"SQLite stores made beside a PostgreSQL sweep: {made}"
+    client = client_for(home, tracking_uri)
+    ledger = ledger_for(home, tracking_uri)
+    try:
+        sweep = ledger_ops.find_sweep(ledger, sweep_name)
+    finally:
+        ledger.dispose()
     runs = client.search_runs([sweep.experiment_id],
                               filter_string=f"tags.`nnchain.sweep_id` = '{sweep.id}'")
     assert all(r.info.status != "RUNNING" for r in runs), [r.info.status for r in runs]
@@ -71,16 +92,6 @@ def assert_invariants(home: Path, sweep_name: str, epochs: int, *, finished: int
             assert sorted(steps) == list(range(epochs)), (key, len(steps))
 
 
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
-
-
 def running_trial(ledger, sweep_name: str, min_step: int = 60):
     try:
         sweep = ledger_ops.find_sweep(ledger, sweep_name)
@@ -92,32 +103,36 @@ def running_trial(ledger, sweep_name: str, min_step: int = 60):
     return None
 
 
-def test_killed_worker_is_retried_from_checkpoint_in_the_same_run(runs_home, ray_local):
+def test_killed_worker_is_retried_from_checkpoint_in_the_same_run(runs_home, ray_local,
+                                                                 store_uri):
     epochs = 400
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("killw", epochs))
     killed: dict = {}
 
     def killer() -> None:
-        ledger = wait_for(lambda: (runs_home / "nnchain-runs" / "ledger.db").exists() and
-                          ledger_for(runs_home))
-        trial = wait_for(lambda: running_trial(ledger, "killw"))
+        ledger = wait_for(lambda: created_ledger(runs_home, store_uri))
+        try:
+            trial = wait_for(lambda: running_trial(ledger, "killw"))
+        finally:
+            ledger.dispose()
         killed.update(key=trial.key, run_id=trial.run_id)
         os.kill(int(trial.worker.rsplit(":", 1)[1]), signal.SIGKILL)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    result = run_sweep(str(spec), [], SweepOptions(pack=1))
+    result = run_sweep(str(spec), [], SweepOptions(tracking_uri=store_uri, pack=1))
     thread.join(timeout=5)
     assert killed, "no worker was killed"
     assert result.status == "FINISHED"
-    trials = {t.key: t for t in ledger_ops.trials_of(ledger_for(runs_home), result.sweep_id)}
+    trials = {t.key: t for t in ledger_ops.trials_of(ledger_for(runs_home, store_uri),
+                                                     result.sweep_id)}
     retried = trials[killed["key"]]
     assert retried.attempt == 1 and retried.retries == 1
     assert retried.run_id == killed["run_id"]
-    run = client_for(runs_home).get_run(retried.run_id)
+    run = client_for(runs_home, store_uri).get_run(retried.run_id)
     assert run.data.tags["nnchain.attempt"] == "1"
-    assert_invariants(runs_home, "killw", epochs, finished=2)
+    assert_invariants(runs_home, "killw", epochs, finished=2, tracking_uri=store_uri)
 
 
 def test_retries_exhausted_fails_the_trial_and_the_others_finish(runs_home, ray_local):
@@ -174,12 +189,13 @@ def test_hung_trial_times_out(runs_home, ray_local):
     assert run.info.status == "FAILED"
 
 
-def _start_cli_sweep(home: Path, spec: Path, address: str,
-                     grace: str = "2") -> subprocess.Popen:
+def _start_cli_sweep(home: Path, spec: Path, address: str, grace: str = "2",
+                     tracking_uri: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", NNCHAIN_GRACE_SECONDS=grace,
                RAY_USAGE_STATS_ENABLED="0", RAY_ADDRESS=address)
     return subprocess.Popen([sys.executable, "-m", "nnchain", "sweep", "run", str(spec),
-                             "--quiet", "--pack", "1", "--format", "json"], cwd=home, env=env,
+                             "--quiet", "--pack", "1", "--format", "json",
+                             *uri_args(tracking_uri)], cwd=home, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -210,28 +226,34 @@ def test_ctrl_c_kills_runs_and_leaves_the_sweep_resumable(runs_home, ray_address
     assert_invariants(runs_home, "ctrlc", epochs, finished=2)
 
 
-def test_killed_driver_is_reaped_then_resumed_exactly(runs_home, ray_address, monkeypatch):
+def test_killed_driver_is_reaped_then_resumed_exactly(runs_home, ray_address, monkeypatch,
+                                                      store_uri):
     epochs = 400
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("killd", epochs))
-    process = _start_cli_sweep(runs_home, spec, ray_address)
-    ledger = wait_for(lambda: (runs_home / "nnchain-runs" / "ledger.db").exists() and
-                      ledger_for(runs_home), timeout=120)
-    wait_for(lambda: running_trial(ledger, "killd", min_step=60), timeout=120)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    time.sleep(2.5)  # past the grace period
+    uri = uri_args(store_uri)
+    process = _start_cli_sweep(runs_home, spec, ray_address, tracking_uri=store_uri)
+    ledger = wait_for(lambda: created_ledger(runs_home, store_uri), timeout=120)
+    try:
+        wait_for(lambda: running_trial(ledger, "killd", min_step=60), timeout=120)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        time.sleep(2.5)  # past the grace period
 
-    monkeypatch.setenv("NNCHAIN_GRACE_SECONDS", "2")
-    status = CliRunner().invoke(main, ["sweep", "status", "killd", "--format", "json"])
-    assert json.loads(status.stdout)["status"] == "STOPPED"
-    sweep = ledger_ops.find_sweep(ledger, "killd")
-    runs = client_for(runs_home).search_runs([sweep.experiment_id])
+        monkeypatch.setenv("NNCHAIN_GRACE_SECONDS", "2")
+        status = CliRunner().invoke(main, ["sweep", "status", "killd", "--format", "json",
+                                           *uri])
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.stdout)["status"] == "STOPPED"
+        sweep = ledger_ops.find_sweep(ledger, "killd")
+    finally:
+        ledger.dispose()
+    runs = client_for(runs_home, store_uri).search_runs([sweep.experiment_id])
     assert all(r.info.status != "RUNNING" for r in runs)
 
     result = CliRunner().invoke(main, ["sweep", "resume", "killd", "--quiet", "--format",
-                                       "json"])
+                                       "json", *uri])
     assert result.exit_code == 0, result.output
-    assert_invariants(runs_home, "killd", epochs, finished=2)
-    again = CliRunner().invoke(main, ["sweep", "resume", "killd", "--format", "json"])
+    assert_invariants(runs_home, "killd", epochs, finished=2, tracking_uri=store_uri)
+    again = CliRunner().invoke(main, ["sweep", "resume", "killd", "--format", "json", *uri])
     assert again.exit_code == 0 and json.loads(again.stdout)["status"] == "FINISHED"

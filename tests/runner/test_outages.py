@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
-from test_chaos import LedgerReader, chaos_spec, wait_for
+from support import wait_for
+from test_chaos import LedgerReader, chaos_spec
 from test_cluster_faults import free_ports, kill_and_wait
 
 from nnchain.cli.main import main

@@ -91,3 +91,24 @@ def test_redact_hides_passwords_only():
 def test_default_uri_is_sqlite_under_nnchain_runs(runs_home):
     assert resolve_tracking_uri(None) == \
         f"sqlite:///{runs_home.resolve() / 'nnchain-runs' / 'mlflow.db'}"
+
+
+def test_a_store_made_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    """`mlflow ui` may create the store while nnchain builds its draft: the draft must not
+    replace that file under the other process's open connections."""
+    from mlflow import MlflowClient
+
+    from nnchain.tracking import store
+
+    db_file = tmp_path / "mlflow.db"
+    search = MlflowClient.search_experiments
+
+    def meanwhile(self, *args, **kwargs):
+        result = search(self, *args, **kwargs)
+        db_file.write_bytes(b"made by another process")
+        return result
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", meanwhile)
+    store._create_sqlite_atomically(f"sqlite:///{db_file}")
+    assert db_file.read_bytes() == b"made by another process"
+    assert not (tmp_path / "mlflow.db.new").exists()
