@@ -6,12 +6,11 @@ import os
 import uuid
 
 import pytest
+from local_services import PG_ADMIN, pg_available
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-
-PG_ADMIN = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
@@ -32,25 +31,12 @@ def ray_address(ray_local) -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def _pg_available() -> bool:
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(PG_ADMIN)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def pg_url():
     """A fresh PostgreSQL database for one test, dropped afterwards."""
     import sqlalchemy
 
-    if not _pg_available():
+    if not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
     name = f"nnchain_test_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)

@@ -1,10 +1,9 @@
-"""Helpers of the deployment tests: the repo's files, free ports, process trees, the CLI."""
+"""Helpers of the deployment tests: the repo's files, process trees, the CLI."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -29,23 +28,6 @@ sys.exit(main())
 
 def nnchain_command(*args: str) -> list[str]:
     return [sys.executable, "-c", RUN_NNCHAIN, *args]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now."""
-    sockets, ports = [], []
-    try:
-        while len(ports) < count:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-            port = sock.getsockname()[1]
-            if port != 6379:  # Redis lives there on this machine
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 def _proc_table() -> dict[int, tuple[int, int]]:

@@ -34,15 +34,14 @@ from deploy_support import (
     BIN,
     MLFLOW_ENTRYPOINT,
     POSTGRES_INIT,
-    free_ports,
     kill_tree,
     nnchain_command,
     process_tree,
 )
+from local_services import PG_ADMIN, free_ports, pg_available
 
 pytestmark = pytest.mark.slow
 
-PG_ADMIN = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 EPOCHS = 15
 SPEC = """
 name: deploy-grid
@@ -57,19 +56,6 @@ parameters:
   model.hidden: {values: [[2], [4]]}
 """
 SERVICE_USER = "nnchain"
-
-
-def _pg_reachable() -> bool:
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(PG_ADMIN)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 def _wait_http(url: str, seconds: float, process: subprocess.Popen, log: Path) -> None:
@@ -271,7 +257,7 @@ def deployment(tmp_path_factory):
     if importlib.util.find_spec("flask_wtf") is None:
         pytest.fail("the MLflow basic-auth app needs Flask-WTF: install mlflow[auth] "
                     "(pyproject.toml's test extra)")
-    if not _pg_reachable():
+    if not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
     if shutil.which("psql") is None:
         pytest.skip("psql (PostgreSQL client) is needed to run services/postgres/init.sh")

@@ -7,7 +7,8 @@ import importlib.util
 import stat
 
 import pytest
-from deploy_support import MLFLOW_ENTRYPOINT, free_ports
+from deploy_support import MLFLOW_ENTRYPOINT
+from local_services import free_ports
 
 STRONG = "a-Strong:pass\\word-42"
 

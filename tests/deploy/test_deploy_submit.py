@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-from deploy_support import free_ports
+from local_services import free_ports
 
 from nnchain.runner import submit as submit_module
 from nnchain.runner.submit import ANNOUNCE, SubmitOptions, build_entrypoint, job_env, last_json

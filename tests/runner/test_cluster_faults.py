@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from local_services import free_ports
 from support import wait_for
 from test_chaos import (
     Cli,
@@ -94,22 +94,6 @@ def kill_and_wait(groups: set[int] = frozenset(), marker: str | None = None,
         if time.monotonic() > deadline:
             raise AssertionError(f"processes survived SIGKILL: {sorted(left)}")
         time.sleep(0.2)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    try:
-        while len(ports) < count:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-            port = sock.getsockname()[1]
-            if port != 6379:  # Redis lives there on this machine
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 def short_temp_dir(prefix: str) -> Path:

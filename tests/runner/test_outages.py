@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from local_services import free_ports
 from mlflow import MlflowClient
 from support import wait_for
 from test_chaos import LedgerReader, chaos_spec
-from test_cluster_faults import free_ports, kill_and_wait
+from test_cluster_faults import kill_and_wait
 
 from nnchain.cli.main import main
 from nnchain.ledger import sweeps as ledger_ops
