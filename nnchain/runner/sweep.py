@@ -155,15 +155,22 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
 
 
 def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: str,
-                   trial_count: int) -> tuple[str, str]:
-    """The sweep's experiment and parent run, recorded in the ledger."""
+                   trial_count: int, *, adopt: bool = False) -> tuple[str, str]:
+    """The sweep's experiment and parent run, recorded in the ledger. ``adopt``: a parent
+    run already made for the sweep (its driver died before the ledger heard of it) is
+    taken instead of making a second one."""
     exp_id = experiment_id(client, spec.experiment, artifact_root(uri))
-    parent = sweep_runs.create_parent_run(
-        client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
-        trial_count=trial_count, settings={
-            "sweep.method": spec.method, "sweep.metric": spec.metric.name,
-            "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
-            "sweep.trials": str(trial_count), "sweep.seed": str(spec.seed)})
+    settings = {"sweep.method": spec.method, "sweep.metric": spec.metric.name,
+                "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
+                "sweep.trials": str(trial_count), "sweep.seed": str(spec.seed)}
+    parent = sweep_runs.find_parent_run(client, exp_id, sweep_id) if adopt else ""
+    if parent:
+        sweep_runs.complete_parent_run(client, parent, spec_text=spec.text, settings=settings)
+        client.update_run(parent, status="RUNNING")
+    else:
+        parent = sweep_runs.create_parent_run(
+            client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
+            trial_count=trial_count, settings=settings)
     ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
                             driver=driver_identity(), heartbeat_at=utcnow())
     return exp_id, parent
@@ -248,8 +255,9 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"driver {sweep.driver} is alive; wait, or run "
                                  f"`nnchain sweep cancel {sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
-    if not sweep.parent_run_id:  # the first driver died before it made the parent run
-        _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
+    if not sweep.parent_run_id:  # the first driver died before the ledger heard of it
+        _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count,
+                       adopt=True)
     else:
         client.update_run(sweep.parent_run_id, status="RUNNING")
     sweep = ledger_ops.find_sweep(ledger, sweep.id)

@@ -26,12 +26,28 @@ def create_parent_run(client, experiment_id: str, *, sweep_id: str, name: str, s
     run = client.create_run(experiment_id, run_name=name, tags={
         "nnchain.kind": "sweep", "nnchain.sweep_id": sweep_id, "nnchain.sweep": name,
         "nnchain.trial_count": str(trial_count)})
-    RunWriter(client, run.info.run_id).log_params(settings)
+    complete_parent_run(client, run.info.run_id, spec_text=spec_text, settings=settings)
+    return run.info.run_id
+
+
+def complete_parent_run(client, run_id: str, *, spec_text: str,
+                        settings: Mapping[str, str]) -> None:
+    """The parent run's params and spec artifact (again: equal params and the same file
+    are harmless, for a parent adopted after its driver died making it)."""
+    RunWriter(client, run_id).log_params(settings)
     with tempfile.TemporaryDirectory(prefix="nnchain-") as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(spec_text)
-        client.log_artifact(run.info.run_id, str(spec_file))
-    return run.info.run_id
+        client.log_artifact(run_id, str(spec_file))
+
+
+def find_parent_run(client, experiment_id: str, sweep_id: str) -> str:
+    """The id of the sweep's parent run, if one was made ("" if none)."""
+    runs = client.search_runs(
+        [experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+        filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
+                      f"tags.`nnchain.kind` = 'sweep'")
+    return runs[0].info.run_id if runs else ""
 
 
 def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:

@@ -491,6 +491,8 @@ def _kill_point(point: str, function: str, when: str, bug: str | None = None):
 KILL_POINTS = [
     # the sweep is in the ledger, its parent run not yet in MLflow
     _kill_point("before-parent-run", "create_parent_run", "before"),
+    # the parent run made (its params and spec not yet), the ledger not yet told
+    _kill_point("after-parent-run", "complete_parent_run", "before"),
     # the trials' runs created ahead (SCHEDULED, params logged) while Ray starts, not yet
     # in the ledger
     _kill_point("after-scheduled-runs", "insert_scheduled_runs", "after"),

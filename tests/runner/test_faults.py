@@ -82,6 +82,9 @@ def assert_invariants(home: Path, sweep_name: str, epochs: int, *, finished: int
     runs = client.search_runs([sweep.experiment_id],
                               filter_string=f"tags.`nnchain.sweep_id` = '{sweep.id}'")
     assert all(r.info.status != "RUNNING" for r in runs), [r.info.status for r in runs]
+    parents = [r for r in runs if r.data.tags.get("nnchain.kind") == "sweep"]
+    assert [r.info.run_id for r in parents] == [sweep.parent_run_id]  # one parent, the ledger's
+    assert parents[0].data.params["sweep.trials"] == str(sweep.trial_count)
     children = [r for r in runs if r.data.tags.get("nnchain.kind") == "trial"]
     done = [r for r in children if r.info.status == "FINISHED"]
     keys = [r.data.tags["nnchain.trial_key"] for r in done]
