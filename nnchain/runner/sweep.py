@@ -155,15 +155,15 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
 
 
 def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: str,
-                   trial_count: int, *, adopt: bool = False) -> tuple[str, str]:
-    """The sweep's experiment and parent run, recorded in the ledger. ``adopt``: a parent
-    run already made for the sweep (its driver died before the ledger heard of it) is
-    taken instead of making a second one."""
+                   trial_count: int) -> tuple[str, str]:
+    """The sweep's experiment and parent run, recorded in the ledger. A parent run already
+    made for the sweep (a create whose answer was lost, a driver that died before the
+    ledger heard of it) is taken, completed, instead of making a second one."""
     exp_id = experiment_id(client, spec.experiment, artifact_root(uri))
     settings = {"sweep.method": spec.method, "sweep.metric": spec.metric.name,
                 "sweep.goal": spec.metric.goal, "sweep.repeats": str(spec.repeats),
                 "sweep.trials": str(trial_count), "sweep.seed": str(spec.seed)}
-    parent = sweep_runs.find_parent_run(client, exp_id, sweep_id) if adopt else ""
+    parent = sweep_runs.find_parent_run(client, exp_id, sweep_id)
     if parent:
         sweep_runs.complete_parent_run(client, parent, spec_text=spec.text, settings=settings)
         client.update_run(parent, status="RUNNING")
@@ -194,7 +194,8 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)})
-    exp_id, parent = _create_parent(ledger, client, uri, spec, sweep_id, name, len(trials))
+    exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
+                                len(trials), what="the MLflow store")
     trials = ledger_ops.trials_of(ledger, sweep_id)
     if uri.startswith(("sqlite:", "postgresql")):  # all at once, in one transaction
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
@@ -256,8 +257,7 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"`nnchain sweep cancel {sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
     if not sweep.parent_run_id:  # the first driver died before the ledger heard of it
-        _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count,
-                       adopt=True)
+        _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
     else:
         client.update_run(sweep.parent_run_id, status="RUNNING")
     sweep = ledger_ops.find_sweep(ledger, sweep.id)

@@ -58,6 +58,9 @@ def assert_invariants_at(tracking_uri: str, ledger_url: str, sweep_name: str, ep
     runs = client.search_runs([sweep.experiment_id], max_results=5000,
                               filter_string=f"tags.`nnchain.sweep_id` = '{sweep.id}'")
     assert all(r.info.status != "RUNNING" for r in runs), [r.info.status for r in runs]
+    parents = [r for r in runs if r.data.tags.get("nnchain.kind") == "sweep"]
+    assert [r.info.run_id for r in parents] == [sweep.parent_run_id]
+    assert parents[0].data.params["sweep.trials"] == str(sweep.trial_count)
     children = [r for r in runs if r.data.tags.get("nnchain.kind") == "trial"]
     per_key = Counter(r.data.tags["nnchain.trial_key"] for r in children)
     assert len(per_key) == finished and set(per_key.values()) == {1}, per_key
@@ -313,6 +316,26 @@ def test_lost_answers_are_retried_without_duplicates(runs_home, ray_local, mlflo
         assert_invariants_at(server.url, ledger_url, name, epochs, finished=6)
     finally:
         reader.close()
+        proxy.close()
+
+
+def test_lost_answer_of_the_parent_run_create(runs_home, ray_local, mlflow_server):
+    """The first create of a sweep, its parent run's, has its answer lost: the retry takes
+    the run it made, and the sweep has one parent with its params."""
+    epochs, name = 100, "lost-parent"
+    spec = runs_home / "s.yaml"
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.1, 0.2), seeds=(0,), samples=200,
+                               checkpoint_every=50))
+    ledger_url = f"sqlite:///{runs_home / 'ledger.db'}"
+    proxy = Proxy(mlflow_server.port)
+    proxy.arm("POST", "/api/2.0/mlflow/runs/create", "drop")
+    try:
+        result = run_sweep(str(spec), [], SweepOptions(tracking_uri=proxy.url,
+                                                       ledger_url=ledger_url))
+        assert proxy.dropped == [("POST", "/api/2.0/mlflow/runs/create")]
+        assert result.status == "FINISHED", result.counts
+        assert_invariants_at(mlflow_server.url, ledger_url, name, epochs, finished=2)
+    finally:
         proxy.close()
 
 
