@@ -40,6 +40,7 @@ from nnchain.tracking.store import (
     artifact_root,
     check_name,
     experiment_id,
+    is_sql_store,
     open_client,
     prepare_location,
     redact,
@@ -197,7 +198,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
     exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
                                 len(trials), what="the MLflow store")
     trials = ledger_ops.trials_of(ledger, sweep_id)
-    if uri.startswith(("sqlite:", "postgresql")):  # all at once, in one transaction
+    if is_sql_store(uri):  # all at once, in one transaction
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
                              parent_run_id=parent, sweep_id=sweep_id, trials=trials,
                              what="the MLflow store")

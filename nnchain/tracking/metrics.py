@@ -23,6 +23,7 @@ from operator import itemgetter
 import numpy as np
 
 from nnchain.tracking.recorder import MAX_METRICS, RunWriter, chunks
+from nnchain.tracking.store import is_sql_store
 
 Row = tuple[str, float, int, int]  # key, value, timestamp ms, step
 _CLAMP = sys.float_info.max
@@ -68,7 +69,7 @@ class MetricWriter:
         self._chunks: list[tuple[str, list]] = []
         self._starts: dict[str, dict] = {}  # run id -> tags
         self._ends: dict[str, tuple[str, int, dict]] = {}  # run id -> status, end ms, tags
-        if tracking_uri.startswith(("sqlite:", "postgresql")):
+        if is_sql_store(tracking_uri):
             from sqlalchemy import MetaData, Table, create_engine
 
             self.engine = create_engine(tracking_uri, pool_pre_ping=True)
@@ -204,7 +205,7 @@ def last_steps(client, tracking_uri: str, run_ids: Sequence[str]) -> dict[str, i
     """The highest step recorded for each run (any key), -1 where none."""
     if not run_ids:
         return {}
-    if tracking_uri.startswith(("sqlite:", "postgresql")):
+    if is_sql_store(tracking_uri):
         from sqlalchemy import bindparam, create_engine, text
 
         engine = create_engine(tracking_uri)

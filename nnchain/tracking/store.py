@@ -25,6 +25,12 @@ def default_root() -> Path:
     return Path(os.environ.get("NNCHAIN_HOME", DEFAULT_ROOT)).resolve()
 
 
+def is_sql_store(tracking_uri: str) -> bool:
+    """Whether MLflow's tables are reached directly: SQLite and PostgreSQL, which the
+    sweep's writer fills in bulk (a tracking server only through its API)."""
+    return tracking_uri.startswith(("sqlite:", "postgresql"))
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI in force: the option, then ``MLFLOW_TRACKING_URI``, then the default."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""

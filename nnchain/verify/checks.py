@@ -26,8 +26,9 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.tracking.store import is_sql_store
 from nnchain.verify.steps import check_steps
-from nnchain.verify.store import is_sql_store, nested_run_ids
+from nnchain.verify.store import nested_run_ids
 
 LEDGER = "ledger"  # the invariant of ledger / MLflow agreement
 DEFAULT_GRACE_SECONDS = 60.0

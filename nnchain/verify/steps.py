@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nnchain.verify.store import Pair, is_sql_store, step_aggregates, steps_of
+from nnchain.tracking.store import is_sql_store
+from nnchain.verify.store import Pair, step_aggregates, steps_of
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,6 @@ _STEPS = "SELECT run_uuid, key, step FROM metrics WHERE run_uuid IN :ids"
 _NESTED = "SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId' AND value = :parent"
 
 
-def is_sql_store(tracking_uri: str) -> bool:
-    """Whether MLflow's tables can be queried directly (the stores MetricWriter bulk-writes)."""
-    return tracking_uri.startswith(("sqlite:", "postgresql"))
-
-
 def _rows(tracking_uri: str, sql: str, **values) -> list[tuple]:
     from sqlalchemy import bindparam, create_engine, text
 
