@@ -243,7 +243,7 @@ def verify_ok(*args: str, tracking_uri: str | None = None) -> None:
 # ---- 1. workers killed at random throughout a 24-trial sweep --------------------------------
 def test_chaos_workers_killed_at_random(runs_home, ray_local):
     rng = random.Random(CHAOS_SEED)
-    epochs, name = 400, "chaos"
+    epochs, name = 800, "chaos"  # long enough for several kills every 1.5 s
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
                                seeds=(0, 1, 2, 3), max_retries=12))
@@ -400,7 +400,7 @@ def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address,
 # ---- 3. two resumes of one stopped sweep started together ----------------------------------
 def test_two_resumes_at_once_one_runs_the_other_is_refused(runs_home, ray_address,
                                                            store_uri):
-    epochs, name = 600, "tworesumes"
+    epochs, name = 2000, "tworesumes"  # trials last seconds: Ctrl-C lands in the sweep
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=300,
                                checkpoint_every=50))

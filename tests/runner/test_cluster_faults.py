@@ -103,7 +103,7 @@ def short_temp_dir(prefix: str) -> Path:
 
 # ---- 5. the whole cluster dies with its driver, the sweep resumes on another -------------
 def test_whole_cluster_killed_then_resumed_on_a_new_one(runs_home, ray_local, monkeypatch):
-    epochs, name = 800, "cluster-restart"
+    epochs, name = 2000, "cluster-restart"  # trials last seconds: the kills land in them
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=400,
                                checkpoint_every=50))
@@ -202,7 +202,7 @@ class TwoNodes:
 
 
 def test_worker_node_removed_mid_sweep(runs_home):
-    epochs, name = 800, "node-lost"
+    epochs, name = 2000, "node-lost"  # trials last seconds: the kills land in them
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2, 0.3), seeds=(0,),
                                samples=400, checkpoint_every=50))

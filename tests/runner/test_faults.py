@@ -108,7 +108,7 @@ def running_trial(ledger, sweep_name: str, min_step: int = 60):
 
 def test_killed_worker_is_retried_from_checkpoint_in_the_same_run(runs_home, ray_local,
                                                                  store_uri):
-    epochs = 400
+    epochs = 4000  # a trial lasts seconds: the kill lands in it, not after it
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("killw", epochs))
     killed: dict = {}
@@ -139,7 +139,7 @@ def test_killed_worker_is_retried_from_checkpoint_in_the_same_run(runs_home, ray
 
 
 def test_retries_exhausted_fails_the_trial_and_the_others_finish(runs_home, ray_local):
-    epochs = 400
+    epochs = 4000  # trials last seconds: the kill lands in one
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("exhaust", epochs, lrs=(0.1, 0.3, 0.5)).replace(
         "max_retries: 2", "max_retries: 0"))
@@ -205,7 +205,7 @@ def _start_cli_sweep(home: Path, spec: Path, address: str, grace: str = "2",
 
 def test_ctrl_c_kills_runs_and_leaves_the_sweep_resumable(runs_home, ray_address,
                                                           monkeypatch):
-    epochs = 400
+    epochs = 4000  # trials last seconds: the kill lands in one
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("ctrlc", epochs))
     process = _start_cli_sweep(runs_home, spec, ray_address)
@@ -231,7 +231,7 @@ def test_ctrl_c_kills_runs_and_leaves_the_sweep_resumable(runs_home, ray_address
 
 def test_killed_driver_is_reaped_then_resumed_exactly(runs_home, ray_address, monkeypatch,
                                                       store_uri):
-    epochs = 400
+    epochs = 4000  # trials last seconds: the kill lands in one
     spec = runs_home / "s.yaml"
     spec.write_text(spec_text("killd", epochs))
     uri = uri_args(store_uri)
