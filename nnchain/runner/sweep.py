@@ -179,8 +179,7 @@ def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: 
 
 def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: threading.Event):
     """Open the stores, record the sweep (ledger rows, parent run) and create its trials'
-    runs (SCHEDULED): all of them in an SQL store, else until Ray is up (the loop creates
-    the rest as trials start)."""
+    runs (SCHEDULED): all of them in an SQL store, else until Ray is up."""
     from nnchain.sweep import spec_fingerprint
 
     client = open_client(uri)
@@ -202,8 +201,16 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
                              parent_run_id=parent, sweep_id=sweep_id, trials=trials,
                              what="the MLflow store")
-        ledger_ops.set_runs(ledger, created)
-        return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
+    else:
+        created = _create_runs_until(ray_ready, client, exp_id, parent, sweep_id, trials)
+    ledger_ops.set_runs(ledger, created)
+    return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
+
+
+def _create_runs_until(ray_ready: threading.Event, client, exp_id: str, parent: str,
+                       sweep_id: str, trials) -> dict[int, tuple[str, str]]:
+    """Trial runs made one by one through the client (SCHEDULED) until Ray is up or the
+    store is away; the loop creates the rest as trials start."""
     created = {}
     for trial in trials:
         if ray_ready.is_set():
@@ -213,7 +220,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
                 client, exp_id, parent_run_id=parent, sweep_id=sweep_id, trial_key=trial.key,
                 index=trial.index, repeat=trial.repeat, attempt=0, config=trial.config,
                 overrides=trial.overrides, scheduled=True)
-        except Exception as error:  # the store is away: the loop creates the rest later
+        except Exception as error:
             if not is_transient(error):
                 raise
             found = with_retry(sweep_runs.recover_trial_run, client, exp_id, sweep_id=sweep_id,
@@ -221,8 +228,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
             if found[0]:  # made before its answer was lost
                 created[trial.id] = found
             break
-    ledger_ops.set_runs(ledger, created)
-    return client, ledger, ledger_ops.find_sweep(ledger, sweep_id)
+    return created
 
 
 def resume_sweep(ref: str, options: SweepOptions,

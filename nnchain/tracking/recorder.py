@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 MAX_METRICS = 1000  # MLflow's log_batch limits per request
 MAX_PARAMS = 100
 MAX_TAGS = 100
+MAX_PARAM_LENGTH = 6000  # characters of a param value kept
 
 
 def chunks(items: list, size: int) -> Iterable[list]:
@@ -36,7 +37,7 @@ class RunWriter:
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        entities = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        entities = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
         for part in chunks(entities, MAX_PARAMS):
             self.client.log_batch(self.run_id, params=part)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from nnchain.config import to_params
-from nnchain.tracking.recorder import RunWriter
+from nnchain.tracking.recorder import MAX_PARAM_LENGTH, RunWriter
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -43,11 +43,16 @@ def complete_parent_run(client, run_id: str, *, spec_text: str,
 
 def find_parent_run(client, experiment_id: str, sweep_id: str) -> str:
     """The id of the sweep's parent run, if one was made ("" if none)."""
-    runs = client.search_runs(
-        [experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
-        filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
-                      f"tags.`nnchain.kind` = 'sweep'")
+    runs = _sweep_runs_tagged(client, experiment_id, sweep_id, "nnchain.kind", "sweep", 1)
     return runs[0].info.run_id if runs else ""
+
+
+def _sweep_runs_tagged(client, experiment_id: str, sweep_id: str, tag: str, value: str,
+                       max_results: int) -> list:
+    """The sweep's runs whose ``tag`` is ``value``, oldest first."""
+    return client.search_runs(
+        [experiment_id], max_results=max_results, order_by=["attributes.start_time ASC"],
+        filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and tags.`{tag}` = '{value}'")
 
 
 def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
@@ -113,7 +118,7 @@ def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
         run_tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
         run_tags[RUN_NAME_TAG] = name
         tags.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in run_tags.items())
-        params.extend({"key": k, "value": v[:6000], "run_uuid": run_id}
+        params.extend({"key": k, "value": v[:MAX_PARAM_LENGTH], "run_uuid": run_id}
                       for k, v in to_params(trial.config).items())
     engine = create_engine(tracking_uri)
     try:
@@ -132,10 +137,8 @@ def recover_trial_run(client, experiment_id: str, *, sweep_id: str, trial_key: s
     """The trial's run if a create whose answer was lost made one, its params completed
     (logging equal params again is harmless); extra copies are deleted. Returns the run id
     and artifact URI, or ``("", "")`` when no run was made."""
-    runs = client.search_runs(
-        [experiment_id], order_by=["attributes.start_time ASC"], max_results=10,
-        filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
-                      f"tags.`nnchain.trial_key` = '{trial_key}'")
+    runs = _sweep_runs_tagged(client, experiment_id, sweep_id, "nnchain.trial_key", trial_key,
+                              10)
     if not runs:
         return "", ""
     for extra in runs[1:]:

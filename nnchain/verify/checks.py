@@ -26,13 +26,13 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.tracking.recorder import MAX_PARAM_LENGTH
 from nnchain.tracking.store import is_sql_store
 from nnchain.verify.steps import check_steps
 from nnchain.verify.store import nested_run_ids
 
 LEDGER = "ledger"  # the invariant of ledger / MLflow agreement
 DEFAULT_GRACE_SECONDS = 60.0
-PARAM_LENGTH = 6000  # RunWriter.log_params keeps this many characters of a value
 ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")  # MLflow run statuses that are not an end
 REASON_TAG = "nnchain.status_reason"
 _PAGE = 1000
@@ -283,7 +283,7 @@ def _params(record: _Record) -> list[Violation]:
         if trial is None:
             continue  # reported as unknown to the ledger
         run_id, actual = run.info.run_id, run.data.params
-        expected = {k: v[:PARAM_LENGTH] for k, v in to_params(trial.config).items()}
+        expected = {k: v[:MAX_PARAM_LENGTH] for k, v in to_params(trial.config).items()}
         if not actual and expected:
             found.append(Violation(4, run_id, trial.key,
                                    f"run has no params, its config has {len(expected)}"))
