@@ -196,7 +196,7 @@ def child_nnchain(args) -> dict:
     uri = sqlite_uri(db_file)
     open_client(uri)  # the schema, made before the clock starts
 
-    ray_seconds = []
+    ray_seconds, cpu_at_ray = [], []
     connect = cluster.connect
 
     def timed_connect(*a, **k):
@@ -205,6 +205,7 @@ def child_nnchain(args) -> dict:
             return connect(*a, **k)
         finally:
             ray_seconds.append(time.perf_counter() - started)
+            cpu_at_ray.append(time.process_time())
 
     sweep_module.cluster.connect = timed_connect
     profiler = cProfile.Profile() if args.profile else None
@@ -215,6 +216,7 @@ def child_nnchain(args) -> dict:
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started
+    driver_cpu = time.process_time() - cpu_at_ray[0] if cpu_at_ray else 0.0
     cluster.shutdown()
 
     if profiler is not None:
@@ -238,7 +240,7 @@ def child_nnchain(args) -> dict:
             "trials": len(rows), "finished": sum(state == "FINISHED" for _, state, _ in rows),
             "same_cells": {key for key, _, _ in rows} == expected_keys,
             "train_seconds": sum(seconds for _, _, seconds in rows),
-            "store": store_counts(db_file)}
+            "driver_cpu": driver_cpu, "store": store_counts(db_file)}
 
 
 def _tune_stock_trainable(params: dict, data=None) -> None:
@@ -593,6 +595,12 @@ def report(args, runs: dict, problems: dict) -> None:
         print(f"  trials' own training time, {e} ep: {fmt(nn_train)} s in nnchain's workers "
               f"vs {fmt(loop_train)} s in the loop ({nn_train / loop_train:.2f}x)")
     nn_wall, nn_ray = med("nnchain", e, "wall"), med("nnchain", e, "ray_start")
+    for epochs in (e, s):
+        driver_cpu = med("nnchain", epochs, "driver_cpu")
+        recorded = med("nnchain", epochs, "store", "values")
+        if driver_cpu and recorded:
+            print(f"  {epochs} ep: nnchain's driver used {driver_cpu:.2f} CPU s after Ray start "
+                  f"(all its threads; {driver_cpu / recorded * 1e6:.1f} us per recorded value)")
     for label, name in (("stock", "tune-stock"), ("tuned", "tune-tuned")):
         after = per_repeat(lambda i, name=name: (
             at("nnchain", e, i)["wall"] - at("nnchain", e, i)["ray_start"]) / (
