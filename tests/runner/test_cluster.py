@@ -1,0 +1,59 @@
+"""Starting Ray: a local instance without the API server, Ray's hooks put back afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from nnchain.runner import cluster
+
+LOCAL_START = """
+import json, os
+import ray
+from ray._private import node, services
+from nnchain.runner import cluster
+
+hooks = (node.Node.start_api_server, services.get_node)
+resources = cluster.connect(None, num_cpus=1)
+
+@ray.remote
+def pid():
+    return os.getpid()
+
+started = ray._private.worker.global_worker.node.all_processes
+report = {"cpus": resources.get("CPU"), "processes": sorted(started),
+          "task_pid": ray.get(pid.remote()), "driver_pid": os.getpid(),
+          "hooks_back": (node.Node.start_api_server, services.get_node) == hooks}
+cluster.shutdown()
+print(json.dumps(report))
+"""
+
+
+def test_local_start_runs_tasks_without_api_server_and_restores_ray():
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", LOCAL_START], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["cpus"] == 1.0
+    assert report["task_pid"] != report["driver_pid"]  # a worker process answered
+    assert "dashboard" not in report["processes"]
+    assert {"gcs_server", "raylet"} <= set(report["processes"])
+    assert report["hooks_back"]
+
+
+def test_wait_registered_sees_the_node_and_gives_up_on_an_unknown_one(ray_local):
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    node_id = ray.get_runtime_context().get_node_id()
+    started = time.monotonic()
+    cluster._wait_registered(gcs, node_id, timeout=5.0)
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    cluster._wait_registered(gcs, "ab" * 28, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 2.0
