@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 
 from nnchain.errors import SpecError
 
+# Imported by a local Ray's workers before they take work (see its docstring).
+PRELOAD = "nnchain.runner.preload"
+
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:
     """Whether host:port of a Ray address accepts a TCP connection."""
@@ -54,7 +57,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
             ray.init(address=address, **quiet)
         else:
             with _lean_start():
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet,
+                         _system_config={"preload_python_modules": [PRELOAD]})
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SpecError("--address", f"must reach a running Ray cluster, could not connect to "
                                      f"{address or 'a local instance'!r}: "

@@ -1,4 +1,5 @@
-"""Starting Ray: a local instance without the API server, Ray's hooks put back afterwards."""
+"""Starting Ray: a local instance without the API server, its workers preloaded, Ray's hooks
+put back afterwards."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from nnchain.runner import cluster
 
 LOCAL_START = """
-import json, os
+import json, os, sys
 import ray
 from ray._private import node, services
 from nnchain.runner import cluster
@@ -20,19 +21,19 @@ hooks = (node.Node.start_api_server, services.get_node)
 resources = cluster.connect(None, num_cpus=1)
 
 @ray.remote
-def pid():
-    return os.getpid()
+def worker():
+    return os.getpid(), cluster.PRELOAD in sys.modules
 
 started = ray._private.worker.global_worker.node.all_processes
 report = {"cpus": resources.get("CPU"), "processes": sorted(started),
-          "task_pid": ray.get(pid.remote()), "driver_pid": os.getpid(),
+          "worker": ray.get(worker.remote()), "driver_pid": os.getpid(),
           "hooks_back": (node.Node.start_api_server, services.get_node) == hooks}
 cluster.shutdown()
 print(json.dumps(report))
 """
 
 
-def test_local_start_runs_tasks_without_api_server_and_restores_ray():
+def test_local_start_runs_tasks_on_preloaded_workers_without_api_server():
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", LOCAL_START], capture_output=True, text=True,
@@ -40,7 +41,9 @@ def test_local_start_runs_tasks_without_api_server_and_restores_ray():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["cpus"] == 1.0
-    assert report["task_pid"] != report["driver_pid"]  # a worker process answered
+    worker_pid, preloaded = report["worker"]
+    assert worker_pid != report["driver_pid"]  # a worker process answered
+    assert preloaded  # imported before the worker took the task
     assert "dashboard" not in report["processes"]
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
