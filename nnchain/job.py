@@ -8,13 +8,12 @@ dataset, made once), ``seed`` makes the initial weights and the mini-batch order
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from nnchain.config import DIAGNOSTIC_NAMES
 from nnchain.data import Dataset, encode_targets, load_dataset, split, standardize
 from nnchain.errors import DivergedError
 from nnchain.nn import (
@@ -57,18 +56,12 @@ class Job:
     def epochs(self, start_epoch: int = 0) -> Iterator[EpochRecord]:
         """Train from ``start_epoch`` to the configured epochs, one record per epoch.
 
-        Only the diagnostics named in ``train.track`` are kept in the records.
+        Only the diagnostics named in ``train.track`` are computed, and recorded.
         """
-        track = tuple(self.config["train"].get("track", ()))
-        records = self._train(start_epoch, diagnostics=bool(track))
-        for record in records:
-            if len(track) < len(DIAGNOSTIC_NAMES):
-                record = replace(record, metrics={
-                    k: v for k, v in record.metrics.items()
-                    if "/" not in k or k.split("/", 1)[0] in track})
-            yield record
+        return self._train(start_epoch, diagnostics=self.config["train"].get("track", ()))
 
-    def _train(self, start_epoch: int, diagnostics: bool) -> Iterator[EpochRecord]:
+    def _train(self, start_epoch: int,
+               diagnostics: Collection[str]) -> Iterator[EpochRecord]:
         train = self.config["train"]
         dtype = self.network_dtype
         return train_epochs(

@@ -16,11 +16,19 @@ Keys are ``"{kind}/layer{i}"`` with i 1-based, layer i mapping a_{i-1} to z_i = 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from functools import lru_cache
 
 import numpy as np
 
 KINDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
+
+
+def wanted(diagnostics: bool | Collection[str]) -> frozenset[str]:
+    """The kinds asked for: every kind for True, none for False, else those named."""
+    if diagnostics is True:
+        return frozenset(KINDS)
+    return frozenset(diagnostics or ())
 
 
 @lru_cache(maxsize=1024)

@@ -11,7 +11,7 @@ per batch size, so a training step allocates only (n, n_outputs)-sized arrays.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from itertools import pairwise
 
 import numpy as np
@@ -133,12 +133,14 @@ class Network:
         return grad
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray, *, accumulate: bool = False,
-                         diagnostics: bool = False) -> float:
+                         diagnostics: bool | Collection[str] = False) -> float:
         """Batch cost at x: (n, n_inputs), y: (n, n_outputs), both of the network's dtype.
 
         Writes dL/dparam into the layers' ``grads`` (adds to them with ``accumulate``).
-        With ``diagnostics``, also fills ``self.diagnostics`` (see ``diagnostics.py``) from
-        this batch; the head's ``output`` keeps the batch predictions.
+        With ``diagnostics`` (True for every kind, or the kinds wanted), also fills
+        ``self.diagnostics`` (see ``diagnostics.py``) from this batch: grad, delta and weight
+        norms and dead fractions (weight norms also for ``update_ratio``, which the step
+        needs). The head's ``output`` keeps the batch predictions.
         """
         if x.dtype != self.dtype or y.dtype != self.dtype:
             raise SpecError("dtype", f"x and y must be {self.dtype}, but got {x.dtype} "
@@ -149,32 +151,40 @@ class Network:
             a = activation.forward(layer.forward(a, work.z[i]), work.z[i])
         cost, dz = self.head.loss_and_grad(self.layers[-1].forward(a, work.z[-1]), y)
 
+        kinds = diag.wanted(diagnostics)
+        with_deltas = "delta_norm" in kinds
         overwrite = not accumulate
         deltas = []
         for i in range(len(self.layers) - 1, 0, -1):
             layer = self.layers[i]
-            if diagnostics:
+            if with_deltas:
                 deltas.append(diag.delta_norm(dz))
             layer.accumulate_grads(dz, overwrite=overwrite)
             delta = layer.input_grad(dz, work.delta[i - 1])
             dz = self.activations[i - 1].backward(delta, delta)
-        if diagnostics:
+        if with_deltas:
             deltas.append(diag.delta_norm(dz))
         self.layers[0].accumulate_grads(dz, overwrite=overwrite)
 
-        if diagnostics:
-            self.diagnostics = self._layer_diagnostics(deltas[::-1])
+        if kinds:
+            self.diagnostics = self._layer_diagnostics(kinds, deltas[::-1])
         return cost
 
-    def _layer_diagnostics(self, delta_norms: list[float]) -> dict[str, float]:
+    def _layer_diagnostics(self, kinds: frozenset[str],
+                           delta_norms: list[float]) -> dict[str, float]:
         frobenius = diag.frobenius
+        grads, dead_units = "grad_norm" in kinds, "dead_fraction" in kinds
+        weights = "weight_norm" in kinds or "update_ratio" in kinds
         metrics: dict[str, float] = {}
-        for (grad, delta, weight, dead), layer, activation, delta_norm in zip(
-                self._diagnostic_keys, self.layers, self.activations, delta_norms, strict=True):
-            metrics[grad] = frobenius(layer.grads["W"])
-            metrics[delta] = delta_norm
-            metrics[weight] = frobenius(layer.params["W"])
-            if dead is not None:
+        for i, ((grad, delta, weight, dead), layer, activation) in enumerate(zip(
+                self._diagnostic_keys, self.layers, self.activations, strict=True)):
+            if grads:
+                metrics[grad] = frobenius(layer.grads["W"])
+            if delta_norms:
+                metrics[delta] = delta_norms[i]
+            if weights:
+                metrics[weight] = frobenius(layer.params["W"])
+            if dead is not None and dead_units:
                 metrics[dead] = diag.dead_fraction(activation.output)
         return metrics
 

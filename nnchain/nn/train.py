@@ -5,7 +5,7 @@ checkpoint or stop between epochs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,20 +28,27 @@ class EpochRecord:
 
 
 def train_step(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
-               lr: float, diagnostics: bool = False) -> tuple[float, dict[str, float]]:
+               lr: float, diagnostics: bool | Collection[str] = False
+               ) -> tuple[float, dict[str, float]]:
     """One gradient step on the batch (x, y); returns (batch cost, diagnostics or {}).
 
-    The diagnostics (see ``diagnostics.py``) come from this batch's forward and backward
-    arrays and this step's updates; without them the step computes no norms at all.
+    The diagnostics (see ``diagnostics.py``; True for every kind, or the kinds wanted)
+    come from this batch's forward and backward arrays and this step's updates; the step
+    computes the norms of those kinds only, and none without them.
     """
-    cost = network.forward_backward(x, y, diagnostics=diagnostics)
-    update_norms = optimizer.step(lr, update_norms=diagnostics)
-    if not diagnostics:
+    kinds = diag.wanted(diagnostics)
+    cost = network.forward_backward(x, y, diagnostics=kinds)
+    update_norms = optimizer.step(lr, update_norms="update_ratio" in kinds)
+    if not kinds:
         return cost, {}
     metrics = dict(network.diagnostics)
-    for i in range(1, len(network.layers) + 1):
-        metrics[diag.key("update_ratio", i)] = diag.update_ratio(
-            update_norms[f"W{i}"], metrics[diag.key("weight_norm", i)])
+    if update_norms is not None:
+        for i in range(1, len(network.layers) + 1):
+            weight_norm = diag.key("weight_norm", i)
+            ratio = diag.update_ratio(update_norms[f"W{i}"], metrics[weight_norm])
+            metrics[diag.key("update_ratio", i)] = ratio
+            if "weight_norm" not in kinds:
+                del metrics[weight_norm]
     return cost, metrics
 
 
@@ -57,7 +64,8 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
                  epochs: int, batch_size: int | None, rng: np.random.Generator,
                  x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                  schedule: Callable[[int], float] | None = None, start_epoch: int = 0,
-                 diagnostics: bool = True, accuracy: bool = False) -> Iterator[EpochRecord]:
+                 diagnostics: bool | Collection[str] = True,
+                 accuracy: bool = False) -> Iterator[EpochRecord]:
     """Train epochs ``start_epoch .. epochs - 1`` (``epochs`` is the run's total), yielding
     an ``EpochRecord`` after each.
 
@@ -72,9 +80,9 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
     Metrics: ``train_cost`` (batch costs weighted by batch size: no extra forward pass),
     ``lr``, ``val_cost`` with validation data, ``train_accuracy`` (on each batch's
     predictions, before its step) and ``val_accuracy`` with ``accuracy``; with
-    ``diagnostics``, the per-layer keys of ``diagnostics.py`` measured on the LAST batch
-    of the epoch. A non-finite batch cost raises DivergedError(epoch, running train cost)
-    at once.
+    ``diagnostics`` (True for every kind, or the kinds wanted), the per-layer keys of
+    ``diagnostics.py`` measured on the LAST batch of the epoch. A non-finite batch cost
+    raises DivergedError(epoch, running train cost) at once.
 
     Inputs are validated here, before the first epoch starts (SpecError).
     """
@@ -100,8 +108,9 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
 def _epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
             epochs: int, batch_size: int | None, rng: np.random.Generator,
             x_val: np.ndarray | None, y_val: np.ndarray | None,
-            schedule: Callable[[int], float] | None, start_epoch: int, diagnostics: bool,
-            accuracy: bool) -> Iterator[EpochRecord]:
+            schedule: Callable[[int], float] | None, start_epoch: int,
+            diagnostics: bool | Collection[str], accuracy: bool) -> Iterator[EpochRecord]:
+    kinds = diag.wanted(diagnostics)
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
     for epoch in range(start_epoch, epochs):
@@ -110,7 +119,7 @@ def _epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray
         metrics: dict[str, float] = {}
         for x_batch, y_batch, last in _batches(x, y, None if full_batch else batch_size, rng):
             cost, layer_metrics = train_step(network, optimizer, x_batch, y_batch, lr=lr,
-                                             diagnostics=diagnostics and last)
+                                             diagnostics=kinds if last else False)
             total_cost += cost * len(x_batch)
             seen += len(x_batch)
             if not math.isfinite(cost):

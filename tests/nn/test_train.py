@@ -204,13 +204,42 @@ def test_diagnostics_are_from_the_last_batch_only(monkeypatch):
     original = network.forward_backward
 
     def spy(xb, yb, **kwargs):
-        calls.append((len(xb), kwargs.get("diagnostics", False)))
+        calls.append((len(xb), bool(kwargs.get("diagnostics", False))))
         return original(xb, yb, **kwargs)
 
     monkeypatch.setattr(network, "forward_backward", spy)
     run(network, make_optimizer("sgd", network, lr=0.1), x, y, epochs=2, batch_size=32,
         rng=np.random.default_rng(1))
     assert calls == [(32, False), (32, False), (16, True)] * 2
+
+
+@pytest.mark.parametrize("kinds", [("grad_norm",), ("update_ratio",),
+                                   ("delta_norm", "dead_fraction"), ("weight_norm",)])
+def test_only_the_diagnostics_asked_for_are_computed(monkeypatch, kinds):
+    """Each kind alone gives exactly its keys, with the values a run of every kind gives;
+    no norm of another kind is computed (the optimizer's update norms only for
+    update_ratio)."""
+    x, y = spirals(40, np.random.default_rng(0))
+    records = {}
+    for asked in (True, kinds):
+        network = spiral_network(7)
+        optimizer = make_optimizer("adam", network, lr=0.01)
+        steps = []
+        step = optimizer.step
+
+        def spy(*args, _step=step, _steps=steps, **kwargs):
+            _steps.append(kwargs.get("update_norms", False))
+            return _step(*args, **kwargs)
+
+        monkeypatch.setattr(optimizer, "step", spy)
+        records[asked] = run(network, optimizer, x, y, epochs=3, batch_size=16,
+                             rng=np.random.default_rng(1), diagnostics=asked)
+        assert any(steps) == (asked is True or "update_ratio" in asked)
+    for full, only in zip(records[True], records[kinds], strict=True):
+        expected = {k: v for k, v in full.metrics.items()
+                    if "/" not in k or k.split("/")[0] in kinds}
+        assert only.metrics == expected
+        assert {k.split("/")[0] for k in only.metrics if "/" in k} == set(kinds)
 
 
 def test_float32_training_stays_float32():
