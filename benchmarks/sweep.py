@@ -18,7 +18,8 @@ starts. Measured:
   same with a plain ``ray.init(include_dashboard=False)``;
 - ``nnchain``: ``run_sweep`` on a fresh SQLite store, from the call (Ray not started) to
   its return; Ray's start inside it is timed by wrapping ``cluster.connect``;
-- ``tune-stock``: ``ray.tune`` with ``MLflowLoggerCallback`` (its own SQLite store),
+- ``tune-stock``: ``ray.tune`` with ``MLflowLoggerCallback`` (its own SQLite store; Ray
+  started by a plain ``ray.init(include_dashboard=False)``, as for both Tune runs),
   defaults otherwise, the trainable reporting once per trial (its final metrics);
 - ``tune-tuned``: ``reuse_actors=True``, no callback, no auto loggers, ``verbose=0``; the
   trainable logs every epoch itself, one ``MlflowClient.log_batch`` per trial;
@@ -148,19 +149,24 @@ def shared_data(epochs: int):
 
 
 # ---------------------------------------------------------------------------- children
-def child_ray_start(args, stock: bool = False) -> dict:
+def stock_ray_init() -> dict:
+    """A local Ray as Ray itself starts one (no dashboard, quiet); its resources. The Ray
+    Tune peers start Ray this way, as nnchain did before it cut Ray's start-up."""
     import logging
 
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    return ray.cluster_resources()
+
+
+def child_ray_start(args, stock: bool = False) -> dict:
     import ray
 
     from nnchain.runner import cluster
 
     started = time.perf_counter()
-    if stock:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        resources = ray.cluster_resources()
-    else:
-        resources = cluster.connect()
+    resources = stock_ray_init() if stock else cluster.connect()
     init_seconds = time.perf_counter() - started
 
     @ray.remote
@@ -292,8 +298,6 @@ def child_tune(args, tuned: bool) -> dict:
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from nnchain.runner import cluster
-
     folder = Path(args.dir)
     db_file = folder / "mlflow.db"
     uri = sqlite_uri(db_file)
@@ -305,7 +309,7 @@ def child_tune(args, tuned: bool) -> dict:
              "seed": tune.grid_search(list(SEEDS)), "epochs": args.epochs}
 
     started = time.perf_counter()
-    cluster.connect()  # as nnchain starts Ray, so Ray's start costs every tool the same
+    stock_ray_init()
     ray_start = time.perf_counter() - started
     if tuned:
         client = MlflowClient(uri)

@@ -72,7 +72,8 @@ def _lean_start() -> Iterator[None]:
 
     - No API server: with ``include_dashboard=False`` Ray still starts one, a Python process
       that imports its dashboard modules to serve usage stats, and waits for it before it
-      starts the raylet. Nothing uses it on an instance private to one sweep.
+      starts the raylet. Nothing uses it on an instance private to one sweep (Ray's dashboard
+      agent logs, to its own log, that it cannot find it: once a second, harmless).
     - Ray asks the GCS whether the raylet has registered at +0.1 s and then once a second;
       a poll every 20 ms notices it when it happens.
 
@@ -82,6 +83,8 @@ def _lean_start() -> Iterator[None]:
         from ray._private import node, services
         saved = node.Node.start_api_server, services.get_node
     except (ImportError, AttributeError):
+        saved = None
+    if saved is None:
         yield
         return
     ray_get_node = services.get_node
