@@ -379,7 +379,8 @@ def test_trials_ran_on_more_than_one_node(deployment):
     nodes = deployment.ray_state("nodes")
     head = {n["node_id"] for n in nodes if n["is_head_node"]}
     workers = {n["node_id"] for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE"}
-    assert len(workers) == 2
+    assert len(workers) == 2, [(n["node_id"][:8], n["is_head_node"], n["state"],
+                                n.get("state_message")) for n in nodes]
     node_of_pid = {int(t["worker_pid"]): t["node_id"] for t in tasks if t.get("worker_pid")}
     trial_nodes = {node_of_pid[int(t["worker"].rsplit(":", 1)[1])] for t in trials}
     assert trial_nodes <= workers and not trial_nodes & head
