@@ -8,7 +8,7 @@ dataset, made once), ``seed`` makes the initial weights and the mini-batch order
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,10 +58,6 @@ class Job:
 
         Only the diagnostics named in ``train.track`` are computed, and recorded.
         """
-        return self._train(start_epoch, diagnostics=self.config["train"].get("track", ()))
-
-    def _train(self, start_epoch: int,
-               diagnostics: Collection[str]) -> Iterator[EpochRecord]:
         train = self.config["train"]
         dtype = self.network_dtype
         return train_epochs(
@@ -70,7 +66,7 @@ class Job:
             epochs=train["epochs"], batch_size=train["batch_size"], rng=self.shuffle_rng,
             x_val=None if self.data.val is None else self.data.val.x.astype(dtype, copy=False),
             y_val=self.y_val, schedule=self.schedule, start_epoch=start_epoch,
-            diagnostics=diagnostics, accuracy=self.classification)
+            diagnostics=train.get("track", ()), accuracy=self.classification)
 
     @property
     def network_dtype(self) -> np.dtype:

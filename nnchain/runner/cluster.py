@@ -87,7 +87,7 @@ def _lean_start() -> Iterator[None]:
     if saved is None:
         yield
         return
-    ray_get_node = services.get_node
+    ray_get_node = saved[1]
 
     def get_node(gcs_address, node_id, *args, **kwargs):
         _wait_registered(gcs_address, node_id)
