@@ -24,6 +24,9 @@ starts. Measured:
 - ``tune-tuned``: ``reuse_actors=True``, no callback, no auto loggers, ``verbose=0``; the
   trainable logs every epoch itself, one ``MlflowClient.log_batch`` per trial;
 - ``loop``: the 48 trainings one after another in one process, nothing logged;
+- ``loop-recorded`` (short grid): the loop with every epoch's values recorded as nnchain
+  records them (``MetricWriter`` into a fresh SQLite store, one flush a trial; its runs
+  made before the clock starts);
 - ``record-nnchain`` / ``record-mlflow``: 48 x 1,000 x 5 metric values into a fresh SQLite
   store with ``MetricWriter`` (one flush a run) and with ``MlflowClient.log_batch`` (one
   call a run; MLflow splits it in 1,000-value requests).
@@ -191,6 +194,44 @@ def child_loop(args) -> dict:
     wall = time.perf_counter() - started
     return {"wall": wall, "train_seconds": sum(seconds), "trials": len(seconds),
             "finished": statuses.count("FINISHED")}
+
+
+def child_loop_recorded(args) -> dict:
+    """The loop, each trial's every epoch recorded as nnchain records it: MetricWriter, one
+    flush a trial (its values, its run ended). Runs are made before the clock starts (a
+    sweep makes them while Ray starts)."""
+    from nnchain.tracking.metrics import MetricWriter, rows_to_blocks
+    from nnchain.tracking.store import open_client
+
+    folder = Path(args.dir)
+    db_file = folder / "mlflow.db"
+    uri = sqlite_uri(db_file)
+    client = open_client(uri)  # the schema, made before the clock starts
+    experiment = client.create_experiment("loop")
+    run_ids = [client.create_run(experiment).info.run_id for _ in cells()]
+    writer = MetricWriter(client, uri)
+    data = shared_data(args.epochs)
+    seconds, statuses = [], []
+    started = time.perf_counter()
+    for (hidden, lr, seed), run_id in zip(cells(), run_ids):
+        rows: list = []
+
+        def on_epoch(record, rows=rows) -> None:
+            stamp = int(time.time() * 1000)
+            rows.extend((key, value, stamp, record.epoch)
+                        for key, value in record.metrics.items())
+
+        outcome, took = train_cell(hidden, lr, seed, args.epochs, data, on_epoch)
+        for block in rows_to_blocks(run_id, rows):
+            writer.add(block)
+        writer.end_run(run_id, outcome.status)
+        writer.flush()
+        seconds.append(took)
+        statuses.append(outcome.status)
+    wall = time.perf_counter() - started
+    writer.dispose()
+    return {"wall": wall, "train_seconds": sum(seconds), "trials": len(seconds),
+            "finished": statuses.count("FINISHED"), "store": store_counts(db_file)}
 
 
 def child_nnchain(args) -> dict:
@@ -390,6 +431,7 @@ CHILDREN = {
     "ray-start": child_ray_start,
     "ray-start-stock": lambda args: child_ray_start(args, stock=True),
     "loop": child_loop,
+    "loop-recorded": child_loop_recorded,
     "nnchain": child_nnchain,
     "tune-stock": lambda args: child_tune(args, tuned=False),
     "tune-tuned": lambda args: child_tune(args, tuned=True),
@@ -450,7 +492,7 @@ def check(name: str, result: dict, epochs: int) -> list[str]:
     trials = len(cells())
     store = result.get("store", {})
     problems = []
-    if name in ("nnchain", "tune-stock", "tune-tuned", "loop") and \
+    if name in ("nnchain", "tune-stock", "tune-tuned", "loop", "loop-recorded") and \
             result.get("finished") != trials:
         problems.append(f"{result.get('finished')} of {trials} trials finished")
     if name == "nnchain":
@@ -458,7 +500,7 @@ def check(name: str, result: dict, epochs: int) -> list[str]:
                     "values": trials * epochs * METRIC_KEYS}
         if not result.get("same_cells"):
             problems.append("the sweep's trial keys are not the benchmark's cells")
-    elif name == "tune-tuned":
+    elif name in ("tune-tuned", "loop-recorded"):
         expected = {"runs": trials, "finished": trials, "values": trials * epochs * METRIC_KEYS}
     elif name == "tune-stock":
         expected = {"runs": trials, "finished": trials}
@@ -477,7 +519,7 @@ def check(name: str, result: dict, epochs: int) -> list[str]:
 
 def plan(args) -> list[tuple[str, int]]:
     steps = [("ray-start", 0), ("ray-start-stock", 0), ("loop", args.epochs),
-             ("loop", args.short_epochs),
+             ("loop", args.short_epochs), ("loop-recorded", args.short_epochs),
              ("nnchain", args.epochs), ("nnchain", args.short_epochs),
              ("tune-tuned", args.epochs)]
     if not args.skip_stock:
@@ -521,7 +563,8 @@ def report(args, runs: dict, problems: dict) -> None:
     rows = [("nnchain run_sweep", "nnchain", e), ("nnchain run_sweep", "nnchain", s),
             ("Ray Tune tuned (log_batch/trial)", "tune-tuned", e),
             ("Ray Tune + MLflowLoggerCallback", "tune-stock", e),
-            ("sequential loop, no logging", "loop", e), ("sequential loop, no logging", "loop", s)]
+            ("sequential loop, no logging", "loop", e), ("sequential loop, no logging", "loop", s),
+            ("loop, recorded as nnchain records", "loop-recorded", s)]
     for label, name, epochs in rows:
         if (name, epochs) not in runs:
             print(f"{label:<34}{epochs:>7}{'skipped':>9}")
@@ -574,6 +617,8 @@ def report(args, runs: dict, problems: dict) -> None:
         at("loop", s, i)["wall"] + at("nnchain", s, i)["ray_start"]))
     short_probe = per_repeat(lambda i: at("nnchain", s, i)["wall"] / (
         at("loop", s, i)["wall"] + at("ray-start-stock", 0, i)["ray_init"]))
+    short_recorded = per_repeat(lambda i: at("nnchain", s, i)["wall"] / (
+        at("loop-recorded", s, i)["wall"] + at("nnchain", s, i)["ray_start"]))
 
     def utilization(epochs: int):
         return per_repeat(lambda i: at("nnchain", epochs, i)["train_seconds"] / (
@@ -604,6 +649,12 @@ def report(args, runs: dict, problems: dict) -> None:
     print(f"  {s} ep: nnchain {fmt(nn_short)} s (Ray start inside {fmt(nn_short_ray)} s) vs "
           f"loop {fmt(loop_short)} s; with a stock ray.init ({fmt(stock_init)} s) instead: "
           f"{fmt(short_probe)}")
+    after_start = per_repeat(
+        lambda i: at("nnchain", s, i)["wall"] - at("nnchain", s, i)["ray_start"])
+    print(f"  {s} ep: nnchain / (the loop recording every value as nnchain does + its Ray "
+          f"start): {fmt(short_recorded)}; after Ray start nnchain took {fmt(after_start)} s, "
+          f"the loop {fmt(loop_short)} s, the recording loop "
+          f"{fmt(med('loop-recorded', s, 'wall'))} s")
     loop_train = med("loop", e, "train_seconds")
     nn_train = med("nnchain", e, "train_seconds")
     if loop_train and nn_train:

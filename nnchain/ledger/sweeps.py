@@ -127,21 +127,29 @@ def update_trial(ledger: Ledger, trial_id: int, **values: Any) -> None:
         session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
 
 
-def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int,
-                worker: str = "") -> None:
+def start_values(run_id: str, attempt: int, worker: str = "") -> dict:
+    """A trial's ledger values when it starts, for ``write_trials``."""
     now = utcnow()
-    update_trial(ledger, trial_id, state=RUNNING, run_id=run_id, attempt=attempt,
-                 started_at=now, heartbeat_at=now, reason="", worker=worker)
+    return {"state": RUNNING, "run_id": run_id, "attempt": attempt, "started_at": now,
+            "heartbeat_at": now, "reason": "", "worker": worker}
 
 
 def end_trial(ledger: Ledger, trial_id: int, state: str, reason: str = "",
               **values: Any) -> None:
-    end_trials(ledger, [(trial_id, state, reason, values)])
+    write_trials(ledger, ends=[(trial_id, state, reason, values)])
 
 
-def end_trials(ledger: Ledger, ends: Sequence[tuple[int, str, str, dict]]) -> None:
-    """Record trials' ends, (trial id, state, reason, other values) each, in one transaction."""
+def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
+                 progress: Mapping[int, dict] | None = None,
+                 ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
+    """In one transaction: trials started (trial id -> ``start_values``), their progress
+    (trial id -> values), then trials ended (trial id, state, reason, other values)."""
+    if not (starts or progress or ends):
+        return
     with ledger.session() as session:
+        for changes in (starts or {}, progress or {}):
+            for trial_id, values in changes.items():
+                session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
         now = utcnow()
         for trial_id, state, reason, values in ends:
             assert state in (FINISHED, FAILED, KILLED, PENDING)

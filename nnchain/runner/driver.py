@@ -72,6 +72,7 @@ class Settings:
     cpus_per_trial: float = 1.0
     max_concurrent: int = 2
     in_flight: int = 0  # tasks submitted at once; 0: max_concurrent
+    trials_in_flight: int = 0  # if > 0, instead: trials submitted and not ended, at most
     pack: int = 1
     flush_seconds: float = 1.0
     max_retries: int = 2
@@ -104,6 +105,7 @@ class Driver:
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
         self._last_flush = self._last_beat = time.monotonic()
+        self._starts: dict[int, dict] = {}  # trial id -> ledger values, until the next flush
         self._dirty: set[int] = set()
         self._ends: list[tuple] = []
         self._creating: set[int] = set()  # trials whose run create was sent at least once
@@ -177,8 +179,7 @@ class Driver:
         return signal.signal(signal.SIGINT, on_interrupt)
 
     def _submit(self) -> None:
-        limit = self.settings.in_flight or max(1, self.settings.max_concurrent)
-        while self.queue and len(self.in_flight) < limit:
+        while self.queue and self._has_room():
             size = pack_size(len(self.queue), self.settings.pack, self.settings.max_concurrent)
             pack = [self.queue.popleft() for _ in range(size)]
             generator = remote_pack.options(num_cpus=self.settings.cpus_per_trial).remote(
@@ -187,6 +188,17 @@ class Driver:
             self.in_flight[generator] = [w.trial_id for w in pack]
             for work in pack:
                 self.live[work.trial_id].state = "QUEUED"
+
+    def _has_room(self) -> bool:
+        """Whether another task may go out. Bounding trials rather than tasks lets the
+        small packs at a sweep's end queue in Ray, which hands each to the first free
+        worker without waiting for the driver (busy writing, up to ~0.2 s here)."""
+        settings = self.settings
+        if settings.trials_in_flight:
+            waiting = sum(self.live[t].state not in (FINISHED, FAILED, KILLED)
+                          for trial_ids in self.in_flight.values() for t in trial_ids)
+            return waiting < settings.trials_in_flight
+        return len(self.in_flight) < (settings.in_flight or max(1, settings.max_concurrent))
 
     def _take(self, generator) -> None:
         try:
@@ -205,8 +217,7 @@ class Driver:
         live = self.live[trial_id]
         live.state, live.started = RUNNING, time.monotonic()
         with_retry(self._open_run, live, attempt, start_ms, what="the MLflow store")
-        with_retry(ledger_ops.start_trial, self.ledger, trial_id, live.run_id, attempt, worker,
-                   what="the ledger")
+        self._starts[trial_id] = ledger_ops.start_values(live.run_id, attempt, worker)
         self.counts[RUNNING] += 1
         self._progress()
 
@@ -269,21 +280,11 @@ class Driver:
             self._consider_best(live, metric)
         self._progress()
 
-    def _close_ended(self) -> None:
-        """Record ended trials in the ledger (one transaction) once the writer ended
-        their runs."""
-        if self._ends:
-            ledger_ops.end_trials(self.ledger, [
-                (live.trial_id, status, reason,
-                 {"metric": metric, "summary": live.summary, "epochs": epochs,
-                  "last_step": live.last_step, "train_seconds": seconds,
-                  "heartbeat_at": utcnow()})
-                for live, status, reason, epochs, seconds, metric in self._ends])
-            self._ends = []
-
     def _finish_pack(self, generator, error: Exception | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
         trial_ids = self.in_flight.pop(generator)
+        if any(self.live[t].state == RUNNING for t in trial_ids):
+            self._flush()  # their starts and progress first, then their retry
         for trial_id in trial_ids:
             live = self.live[trial_id]
             if live.state in (FINISHED, FAILED, KILLED):
@@ -370,17 +371,19 @@ class Driver:
         with_retry(self._flush_once, what="the MLflow store or ledger")
 
     def _flush_once(self) -> None:
+        """The writer's flush, then one ledger transaction: trials started, trials'
+        progress, trials ended (after their runs, so a FINISHED trial has its metrics)."""
         self.writer.flush()
-        dirty = [self.live[t] for t in self._dirty if self.live[t].state == RUNNING]
-        if dirty:
-            with self.ledger.session() as session:
-                now = utcnow()
-                for live in dirty:
-                    session.execute(update(Trial).where(Trial.id == live.trial_id).values(
-                        last_step=live.last_step, summary=live.summary, heartbeat_at=now,
-                        epochs=live.last_step + 1))
-        self._dirty = set()
-        self._close_ended()
+        now = utcnow()
+        progress = {live.trial_id: {"last_step": live.last_step, "summary": live.summary,
+                                    "heartbeat_at": now, "epochs": live.last_step + 1}
+                    for live in (self.live[t] for t in self._dirty) if live.state == RUNNING}
+        ends = [(live.trial_id, status, reason,
+                 {"metric": metric, "summary": live.summary, "epochs": epochs,
+                  "last_step": live.last_step, "train_seconds": seconds, "heartbeat_at": now})
+                for live, status, reason, epochs, seconds, metric in self._ends]
+        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends)
+        self._starts, self._dirty, self._ends = {}, set(), []
         self._last_flush = time.monotonic()
 
     def _stop_all(self, reason: str) -> None:

@@ -12,9 +12,11 @@ import importlib
 
 import nnchain.runner.task  # noqa: F401 - the trial task, numpy and the engine
 
-# Ray imports these when a process first serializes a value (ray.util.serialization_addons).
-_RAY_SERIALIZERS = ("ray._common.pydantic_compat", "starlette.datastructures",
-                    "ray._private.arrow_serialization")
+# What Ray imports when a process first serializes a value (ray.util.serialization_addons:
+# its pydantic field types, starlette, pyarrow and pyarrow's JSON options).
+_RAY_SERIALIZERS = ("ray._common.pydantic_compat", "pydantic.fields", "pydantic.v1.fields",
+                    "starlette.datastructures", "ray._private.arrow_serialization", "pyarrow",
+                    "pyarrow.json")
 
 for _name in _RAY_SERIALIZERS:
     with contextlib.suppress(ImportError):  # another Ray may not have them: nothing to do

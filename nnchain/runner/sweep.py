@@ -112,11 +112,13 @@ def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
     cpus = int(resources.get("CPU", 1))
     slots = options.max_concurrent or max(1, int(cpus / options.cpus_per_trial + 1e-9))
     pack = options.pack or auto_pack(n_trials, slots)
-    # With the cluster's own bound, one task waits behind each running one so that no
-    # slot idles while the driver records; a user's --max-concurrent is kept exactly.
-    in_flight = slots if options.max_concurrent else 2 * slots
+    # A user's --max-concurrent is kept exactly (tasks in flight). Otherwise Ray's CPUs
+    # bound what runs, and a pack's worth of trials waits behind each running one so that
+    # no slot idles while the driver records.
+    exact = bool(options.max_concurrent)
     return Settings(cpus_per_trial=options.cpus_per_trial, max_concurrent=slots, pack=pack,
-                    in_flight=in_flight,
+                    in_flight=slots if exact else 0,
+                    trials_in_flight=0 if exact else 2 * slots * pack,
                     flush_seconds=options.flush_seconds, max_retries=spec.max_retries,
                     trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every)
 

@@ -41,12 +41,24 @@ class Block:
     timestamps: Sequence[int]
 
 
-def rows_to_block(run_id: str, rows: Sequence[Row]) -> list[Block]:
-    """Rows (as ``nnchain train`` buffers them) as one-step blocks."""
+def rows_to_blocks(run_id: str, rows: Sequence[Row]) -> list[Block]:
+    """Rows (as ``nnchain train`` buffers them) as blocks of consecutive steps with the
+    same keys; a later row for the same key and step replaces an earlier one."""
     by_step: dict[int, tuple[dict, int]] = {}
     for key, value, timestamp, step in rows:
-        by_step.setdefault(step, ({}, timestamp))[0][key] = [value]
-    return [Block(run_id, step, columns, [stamp]) for step, (columns, stamp) in by_step.items()]
+        by_step.setdefault(step, ({}, timestamp))[0][key] = value
+    blocks: list[Block] = []
+    for step in sorted(by_step):
+        values, stamp = by_step[step]
+        last = blocks[-1] if blocks else None
+        if last and last.first_step + len(last.timestamps) == step \
+                and last.columns.keys() == values.keys():
+            for key, value in values.items():
+                last.columns[key].append(value)
+            last.timestamps.append(stamp)
+        else:
+            blocks.append(Block(run_id, step, {k: [v] for k, v in values.items()}, [stamp]))
+    return blocks
 
 
 def _sanitized(values: Sequence[float]) -> tuple[list[float], list[bool]]:
@@ -101,7 +113,7 @@ class MetricWriter:
 
     def write(self, run_id: str, rows: Sequence[Row]) -> None:
         """Write rows of one run now (``nnchain train``'s path)."""
-        for block in rows_to_block(run_id, rows):
+        for block in rows_to_blocks(run_id, rows):
             self.add(block)
         self.flush()
 

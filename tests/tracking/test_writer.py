@@ -10,7 +10,7 @@ import pytest
 
 from nnchain.runner.driver import pack_size
 from nnchain.tracking import sweep_runs
-from nnchain.tracking.metrics import Block, MetricWriter
+from nnchain.tracking.metrics import Block, MetricWriter, rows_to_blocks
 from nnchain.tracking.store import open_client
 
 CONFIG = {"data": {"name": "xor", "seed": 0}, "model": {"hidden": [4], "activation": "tanh"},
@@ -44,6 +44,31 @@ def test_metric_values_read_back_exactly(store):
     assert [m.value for m in store.client.get_metric_history(run_id, "acc")] == [1, 2, 3, 4]
     latest = store.client.get_run(run_id).data.metrics
     assert latest == {"cost": 0.25, "acc": 4.0}
+    writer.dispose()
+
+
+def test_rows_become_blocks_of_consecutive_steps_with_the_same_keys():
+    rows = [("cost", 0.5, 1000, 0), ("acc", 0.1, 1000, 0), ("cost", 0.4, 1001, 1),
+            ("acc", 0.2, 1001, 1), ("cost", 0.3, 1002, 2), ("acc", 0.3, 1002, 2),
+            ("cost", 0.2, 1003, 3),  # a step without "acc"
+            ("cost", 0.1, 1005, 5), ("cost", 0.05, 1006, 5)]  # a gap; step 5 again
+    blocks = rows_to_blocks("r", rows)
+    assert [(b.first_step, dict(b.columns), list(b.timestamps)) for b in blocks] == [
+        (0, {"cost": [0.5, 0.4, 0.3], "acc": [0.1, 0.2, 0.3]}, [1000, 1001, 1002]),
+        (3, {"cost": [0.2]}, [1003]),
+        (5, {"cost": [0.05]}, [1005])]
+    assert {b.run_id for b in blocks} == {"r"} and rows_to_blocks("r", []) == []
+
+
+def test_rows_written_read_back_at_their_steps(store):
+    run_id = store.client.create_run(store.experiment).info.run_id
+    writer = MetricWriter(store.client, store.uri)
+    writer.write(run_id, [(key, step / 10 + (key == "acc"), 1000 + step, step)
+                          for step in range(50) for key in ("cost", "acc")])
+    for key, offset in (("cost", 0.0), ("acc", 1.0)):
+        history = store.client.get_metric_history(run_id, key)
+        assert [(m.step, m.value, m.timestamp) for m in history] == [
+            (step, step / 10 + offset, 1000 + step) for step in range(50)]
     writer.dispose()
 
 
