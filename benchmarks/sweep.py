@@ -213,7 +213,7 @@ def child_loop_recorded(args) -> dict:
     data = shared_data(args.epochs)
     seconds, statuses = [], []
     started = time.perf_counter()
-    for (hidden, lr, seed), run_id in zip(cells(), run_ids):
+    for (hidden, lr, seed), run_id in zip(cells(), run_ids, strict=True):
         rows: list = []
 
         def on_epoch(record, rows=rows) -> None:
