@@ -200,7 +200,7 @@ def child_loop_recorded(args) -> dict:
     """The loop, each trial's every epoch recorded as nnchain records it: MetricWriter, one
     flush a trial (its values, its run ended). Runs are made before the clock starts (a
     sweep makes them while Ray starts)."""
-    from nnchain.tracking.metrics import MetricWriter, rows_to_blocks
+    from nnchain.tracking.metrics import MetricWriter
     from nnchain.tracking.store import open_client
 
     folder = Path(args.dir)
@@ -222,10 +222,8 @@ def child_loop_recorded(args) -> dict:
                         for key, value in record.metrics.items())
 
         outcome, took = train_cell(hidden, lr, seed, args.epochs, data, on_epoch)
-        for block in rows_to_blocks(run_id, rows):
-            writer.add(block)
-        writer.end_run(run_id, outcome.status)
-        writer.flush()
+        writer.end_run(run_id, outcome.status)  # written with the rows, after them
+        writer.write(run_id, rows)
         seconds.append(took)
         statuses.append(outcome.status)
     wall = time.perf_counter() - started
