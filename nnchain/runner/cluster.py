@@ -68,37 +68,44 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
 
 @contextmanager
 def _lean_start() -> Iterator[None]:
-    """Cut two of Ray's waits from a local start (~1.7 s of ~4.5 here; benchmarks/README.md).
+    """Cut Ray's waits and idle processes from a local start (benchmarks/README.md).
 
     - No API server: with ``include_dashboard=False`` Ray still starts one, a Python process
       that imports its dashboard modules to serve usage stats, and waits for it before it
       starts the raylet. Nothing uses it on an instance private to one sweep (Ray's dashboard
       agent logs, to its own log, that it cannot find it: once a second, harmless).
+    - No autoscaler monitor and no log monitor: two more Python processes whose imports
+      share the two cores with the raylet's agents while Ray starts (~0.4 s of the start
+      here). A local instance has a fixed size, and its workers' output is not sent to the
+      driver (``log_to_driver=False``), which is all the log monitor does.
     - Ray asks the GCS whether the raylet has registered at +0.1 s and then once a second;
       a poll every 20 ms notices it when it happens.
 
-    Both are Ray's private hooks: with a Ray that lacks them, Ray starts as it always does.
+    All are Ray's private hooks: with a Ray that lacks them, Ray starts as it always does.
     """
     try:
         from ray._private import node, services
-        saved = node.Node.start_api_server, services.get_node
+        hooks = [(node.Node, name, lambda self, *args, **kwargs: None)
+                 for name in ("start_api_server", "start_monitor", "start_log_monitor")]
+        ray_get_node = services.get_node
+        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in hooks]
     except (ImportError, AttributeError):
-        saved = None
-    if saved is None:
         yield
         return
-    ray_get_node = saved[1]
 
     def get_node(gcs_address, node_id, *args, **kwargs):
         _wait_registered(gcs_address, node_id)
         return ray_get_node(gcs_address, node_id, *args, **kwargs)
 
-    node.Node.start_api_server = lambda self, *args, **kwargs: None
-    services.get_node = get_node
+    hooks.append((services, "get_node", get_node))
+    saved.append((services, "get_node", ray_get_node))
+    for owner, name, replacement in hooks:
+        setattr(owner, name, replacement)
     try:
         yield
     finally:
-        node.Node.start_api_server, services.get_node = saved
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
 def _wait_registered(gcs_address: str, node_id: str, timeout: float = 10.0) -> None:

@@ -1,5 +1,5 @@
-"""Starting Ray: a local instance without the API server, its workers preloaded, Ray's hooks
-put back afterwards."""
+"""Starting Ray: a local instance without the API server and monitors, its workers preloaded,
+Ray's hooks put back afterwards."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ import ray
 from ray._private import node, services
 from nnchain.runner import cluster
 
-hooks = (node.Node.start_api_server, services.get_node)
+def hooks():
+    return (node.Node.start_api_server, node.Node.start_monitor, node.Node.start_log_monitor,
+            services.get_node)
+
+
+before = hooks()
 resources = cluster.connect(None, num_cpus=1)
 
 @ray.remote
@@ -27,13 +32,13 @@ def worker():
 started = ray._private.worker.global_worker.node.all_processes
 report = {"cpus": resources.get("CPU"), "processes": sorted(started),
           "worker": ray.get(worker.remote()), "driver_pid": os.getpid(),
-          "hooks_back": (node.Node.start_api_server, services.get_node) == hooks}
+          "hooks_back": hooks() == before}
 cluster.shutdown()
 print(json.dumps(report))
 """
 
 
-def test_local_start_runs_tasks_on_preloaded_workers_without_api_server():
+def test_local_start_runs_tasks_on_preloaded_workers_without_api_server_or_monitors():
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", LOCAL_START], capture_output=True, text=True,
@@ -44,7 +49,7 @@ def test_local_start_runs_tasks_on_preloaded_workers_without_api_server():
     worker_pid, preloaded = report["worker"]
     assert worker_pid != report["driver_pid"]  # a worker process answered
     assert preloaded  # imported before the worker took the task
-    assert "dashboard" not in report["processes"]
+    assert not {"dashboard", "monitor", "log_monitor"} & set(report["processes"])
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
 
