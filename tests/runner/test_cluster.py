@@ -12,14 +12,14 @@ import time
 from nnchain.runner import cluster
 
 LOCAL_START = """
-import json, os, sys
+import glob, json, os, sys
 import ray
-from ray._private import node, services
+from ray._private import node, services, utils
 from nnchain.runner import cluster
 
 def hooks():
     return (node.Node.start_api_server, node.Node.start_monitor, node.Node.start_log_monitor,
-            services.get_node)
+            services.get_node, utils.get_dashboard_dependency_error)
 
 
 before = hooks()
@@ -30,15 +30,19 @@ def worker():
     return os.getpid(), cluster.PRELOAD in sys.modules
 
 started = ray._private.worker.global_worker.node.all_processes
+session = ray._private.worker.global_worker.node.get_session_dir_path()
+agent_ports = [open(name).read().strip() for name in
+               glob.glob(os.path.join(session, "*_port_*")) if "dashboard_agent_listen" in name
+               or "metrics_agent" in name]
 report = {"cpus": resources.get("CPU"), "processes": sorted(started),
-          "worker": ray.get(worker.remote()), "driver_pid": os.getpid(),
+          "worker": ray.get(worker.remote()), "driver_pid": os.getpid(), "agent_ports": agent_ports,
           "hooks_back": hooks() == before}
 cluster.shutdown()
 print(json.dumps(report))
 """
 
 
-def test_local_start_runs_tasks_on_preloaded_workers_without_api_server_or_monitors():
+def test_local_start_runs_tasks_on_preloaded_workers_lean():
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", LOCAL_START], capture_output=True, text=True,
@@ -50,6 +54,7 @@ def test_local_start_runs_tasks_on_preloaded_workers_without_api_server_or_monit
     assert worker_pid != report["driver_pid"]  # a worker process answered
     assert preloaded  # imported before the worker took the task
     assert not {"dashboard", "monitor", "log_monitor"} & set(report["processes"])
+    assert report["agent_ports"] == ["-1", "-1"]  # a minimal agent: no HTTP, no metrics server
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
 
