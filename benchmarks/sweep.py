@@ -476,6 +476,7 @@ def spawn(name: str, folder: Path, epochs: int, timeout: float, profile: bool) -
               file=sys.stderr)
         return None
     result = json.loads(stdout)
+    (folder / "result.json").write_text(stdout)  # each repeat's own figures, for the record
     print(f"  {name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return result
 
