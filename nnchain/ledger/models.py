@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # trials go back to PENDING on resume.
 PENDING, RUNNING, FINISHED, FAILED, KILLED = "PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED"
 TRIAL_STATES = (PENDING, RUNNING, FINISHED, FAILED, KILLED)
+ENDED = (FINISHED, FAILED, KILLED)  # a trial in these states has run to its end
 # Sweep states.
 SWEEP_RUNNING, SWEEP_FINISHED, SWEEP_FAILED, SWEEP_STOPPED = "RUNNING", "FINISHED", "FAILED", \
     "STOPPED"

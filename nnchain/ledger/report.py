@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from nnchain.errors import SpecError
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.models import FAILED, FINISHED, KILLED, TRIAL_STATES, Sweep, Trial
+from nnchain.ledger.models import ENDED, FAILED, FINISHED, TRIAL_STATES, Sweep, Trial
 from nnchain.ledger.store import Ledger
 
 
@@ -34,7 +34,7 @@ def sweep_status(ledger: Ledger, ref: str | None) -> dict:
     sweep = ledger_ops.find_sweep(ledger, ref) if ref else newest_sweep(ledger)
     counts = ledger_ops.state_counts(ledger, sweep.id)
     best = best_trial(ledger, sweep)
-    done = sum(counts[s] for s in (FINISHED, FAILED, KILLED))
+    done = sum(counts[s] for s in ENDED)
     return {"id": sweep.id, "name": sweep.name, "status": sweep.status,
             "experiment": sweep.experiment, "experiment_id": sweep.experiment_id,
             "parent_run_id": sweep.parent_run_id, "total": sweep.trial_count, "done": done,

@@ -90,22 +90,22 @@ def _lean_start() -> Iterator[None]:
     """
     try:
         from ray._private import node, services, utils
+        ray_get_node = services.get_node
+
+        def get_node(gcs_address, node_id, *args, **kwargs):
+            _wait_registered(gcs_address, node_id)
+            return ray_get_node(gcs_address, node_id, *args, **kwargs)
+
         hooks = [(node.Node, name, lambda self, *args, **kwargs: None)
                  for name in ("start_api_server", "start_monitor", "start_log_monitor")]
-        hooks.append((utils, "get_dashboard_dependency_error",
-                      lambda: ImportError("a minimal agent: nnchain's instance has no API server")))
-        ray_get_node = services.get_node
+        hooks += [(utils, "get_dashboard_dependency_error",
+                   lambda: ImportError("a minimal agent: nnchain's instance has no API server")),
+                  (services, "get_node", get_node)]
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in hooks]
     except (ImportError, AttributeError):
         yield
         return
 
-    def get_node(gcs_address, node_id, *args, **kwargs):
-        _wait_registered(gcs_address, node_id)
-        return ray_get_node(gcs_address, node_id, *args, **kwargs)
-
-    hooks.append((services, "get_node", get_node))
-    saved.append((services, "get_node", ray_get_node))
     for owner, name, replacement in hooks:
         setattr(owner, name, replacement)
     try:

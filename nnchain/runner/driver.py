@@ -23,7 +23,17 @@ from sqlalchemy import update
 
 from nnchain.job import Split
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.models import FAILED, FINISHED, KILLED, PENDING, RUNNING, Sweep, Trial, utcnow
+from nnchain.ledger.models import (
+    ENDED,
+    FAILED,
+    FINISHED,
+    KILLED,
+    PENDING,
+    RUNNING,
+    Sweep,
+    Trial,
+    utcnow,
+)
 from nnchain.ledger.store import Ledger
 from nnchain.runner.task import Work, run_pack
 from nnchain.tracking import sweep_runs
@@ -195,7 +205,7 @@ class Driver:
         worker without waiting for the driver (busy writing, up to ~0.2 s here)."""
         settings = self.settings
         if settings.trials_in_flight:
-            waiting = sum(self.live[t].state not in (FINISHED, FAILED, KILLED)
+            waiting = sum(self.live[t].state not in ENDED
                           for trial_ids in self.in_flight.values() for t in trial_ids)
             return waiting < settings.trials_in_flight
         return len(self.in_flight) < (settings.in_flight or max(1, settings.max_concurrent))
@@ -287,7 +297,7 @@ class Driver:
             self._flush()  # their starts and progress first, then their retry
         for trial_id in trial_ids:
             live = self.live[trial_id]
-            if live.state in (FINISHED, FAILED, KILLED):
+            if live.state in ENDED:
                 continue
             if live.state == RUNNING:
                 self.counts[RUNNING] -= 1
