@@ -42,13 +42,15 @@ from local_services import PG_ADMIN, free_ports, pg_available
 
 pytestmark = pytest.mark.slow
 
+# 15 epochs on 200,000 points: ~1 s a trial, long enough that both worker nodes train
+# (trials of a few ms all ran on whichever node's worker started first).
 EPOCHS = 15
 SPEC = """
 name: deploy-grid
 experiment: deploy
 seed: 1
 metric: {name: val_cost, goal: minimize}
-data: {name: xor, n_samples: 40, noise: 0.05, val_fraction: 0.25}
+data: {name: xor, n_samples: 200000, noise: 0.05, val_fraction: 0.25}
 model: {hidden: [4], activation: tanh}
 train: {epochs: 40, lr: 0.5}
 parameters:
