@@ -6,6 +6,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -143,18 +144,20 @@ def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
                  progress: Mapping[int, dict] | None = None,
                  ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
     """In one transaction: trials started (trial id -> ``start_values``), their progress
-    (trial id -> values), then trials ended (trial id, state, reason, other values)."""
-    if not (starts or progress or ends):
+    (trial id -> values), then trials ended (trial id, state, reason, other values).
+    Rows in a row with the same columns go in as one statement (executemany)."""
+    now = utcnow()
+    rows = [{"id": trial_id, **values}
+            for changes in (starts or {}, progress or {}) for trial_id, values in changes.items()]
+    for trial_id, state, reason, values in ends:
+        assert state in (FINISHED, FAILED, KILLED, PENDING)
+        rows.append({"id": trial_id, "state": state, "reason": reason, "ended_at": now,
+                     **values})
+    if not rows:
         return
     with ledger.session() as session:
-        for changes in (starts or {}, progress or {}):
-            for trial_id, values in changes.items():
-                session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
-        now = utcnow()
-        for trial_id, state, reason, values in ends:
-            assert state in (FINISHED, FAILED, KILLED, PENDING)
-            session.execute(update(Trial).where(Trial.id == trial_id).values(
-                state=state, reason=reason, ended_at=now, **values))
+        for _, group in groupby(rows, key=lambda row: tuple(row)):
+            session.execute(update(Trial), list(group))
 
 
 def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -> None:
@@ -164,6 +167,16 @@ def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -
             session.add(Checkpoint(trial_id=trial_id, epoch=epoch, payload=payload))
         else:
             existing.epoch, existing.payload, existing.saved_at = epoch, payload, utcnow()
+
+
+def unfinished_checkpoints(ledger: Ledger, sweep_id: str) -> dict[int, tuple[int, bytes]]:
+    """The checkpoints of a sweep's trials not FINISHED: trial id -> (epoch, payload)."""
+    with ledger.session() as session:
+        rows = session.execute(
+            select(Checkpoint.trial_id, Checkpoint.epoch, Checkpoint.payload)
+            .join(Trial, Trial.id == Checkpoint.trial_id)
+            .where(Trial.sweep_id == sweep_id, Trial.state != FINISHED))
+        return {trial_id: (epoch, payload) for trial_id, epoch, payload in rows}
 
 
 def load_checkpoint(ledger: Ledger, trial_id: int) -> tuple[int, bytes] | None:

@@ -124,6 +124,7 @@ class Driver:
     # ---- setup -------------------------------------------------------------------------
     def load(self, trials: Sequence[Trial]) -> None:
         """Take the sweep's trials; those not FINISHED are queued (from their checkpoints)."""
+        checkpoints = ledger_ops.unfinished_checkpoints(self.ledger, self.sweep.id)
         for trial in trials:
             live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
                         trial.overrides, self.data_keys.index(_data_key(trial.config)),
@@ -137,11 +138,10 @@ class Driver:
                 self._consider_best(live, trial.metric)
             else:
                 live.state = PENDING
-                self.queue.append(self._work(live))
+                self.queue.append(self._work(live, checkpoints.get(trial.id)))
         self._progress()
 
-    def _work(self, live: Live) -> Work:
-        checkpoint = ledger_ops.load_checkpoint(self.ledger, live.trial_id)
+    def _work(self, live: Live, checkpoint: tuple[int, bytes] | None) -> Work:
         return Work(trial_id=live.trial_id, key=live.key, config=live.config,
                     attempt=live.attempt, data_index=live.data_index,
                     checkpoint=checkpoint[1] if checkpoint else None,
@@ -311,7 +311,8 @@ class Driver:
                            retries=live.retries, attempt=live.attempt, reason=reason,
                            what="the ledger")
             live.state = PENDING
-            self.queue.appendleft(self._work(live))
+            self.queue.appendleft(self._work(
+                live, ledger_ops.load_checkpoint(self.ledger, trial_id)))
 
     def _fail(self, live: Live, reason: str) -> None:
         self._flush()

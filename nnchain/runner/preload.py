@@ -1,23 +1,34 @@
 """Imported by a local Ray's workers before they take work (Ray's ``preload_python_modules``).
 
-They start while the driver connects, so this costs no one any waiting; without it, the
-first task on each worker waited ~0.1 s for the task's own module and its outputs 0.2 s
-more for Ray's serializers of pydantic, starlette and pyarrow values (measured here).
+- The trial task's module (numpy and the engine) is imported before the first task
+  arrives, which would otherwise wait ~0.1 s for it.
+- Ray's serializers for pydantic, starlette and Arrow values are registered only if the
+  worker has imported those libraries. Ray imports all three when a worker first
+  serializes anything (0.16 s of a worker's CPU here, while every worker of the instance
+  boots at once on the same cores), and nnchain's tasks pass none of their types.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
+import sys
 
 import nnchain.runner.task  # noqa: F401 - the trial task, numpy and the engine
 
-# What Ray imports when a process first serializes a value (ray.util.serialization_addons:
-# its pydantic field types, starlette, pyarrow and pyarrow's JSON options).
-_RAY_SERIALIZERS = ("ray._common.pydantic_compat", "pydantic.fields", "pydantic.v1.fields",
-                    "starlette.datastructures", "ray._private.arrow_serialization", "pyarrow",
-                    "pyarrow.json")
+# The libraries whose values Ray's serialization_addons.apply registers serializers for.
+_ADDON_LIBRARIES = ("pydantic", "starlette", "pyarrow")
 
-for _name in _RAY_SERIALIZERS:
-    with contextlib.suppress(ImportError):  # another Ray may not have them: nothing to do
-        importlib.import_module(_name)
+
+def _if_imported(apply):
+    def apply_if_imported(context) -> None:
+        if any(name in sys.modules for name in _ADDON_LIBRARIES):
+            apply(context)
+
+    return apply_if_imported
+
+
+try:
+    from ray.util import serialization_addons
+except ImportError:  # another Ray: it serializes as it always does
+    pass
+else:
+    serialization_addons.apply = _if_imported(serialization_addons.apply)

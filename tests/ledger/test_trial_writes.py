@@ -53,3 +53,29 @@ def test_nothing_to_write_opens_no_transaction(ledger, monkeypatch):
 
     monkeypatch.setattr(ledger, "session", no_session)
     ledger_ops.write_trials(ledger, starts={}, progress={}, ends=[])
+
+
+def test_many_trials_of_one_flush_each_get_their_own_values(ledger):
+    """Rows with the same columns go in together; each trial still gets its own values."""
+    ids = {index: trial.id for index, trial in _by_index(ledger).items()}
+    ledger_ops.write_trials(
+        ledger, starts={ids[i]: ledger_ops.start_values(f"run{i}", i, f"host:{i}") for i in ids},
+        ends=[(ids[0], FINISHED, "", {"metric": 0.5, "epochs": 5}),
+              (ids[2], PENDING, "worker lost", {"retries": 1})])
+    trials = _by_index(ledger)
+    assert [(t.run_id, t.attempt, t.worker) for t in trials.values()] == [
+        (f"run{i}", i, f"host:{i}") for i in range(3)]
+    assert [(t.state, t.reason) for t in trials.values()] == [
+        (FINISHED, ""), (RUNNING, ""), (PENDING, "worker lost")]
+    assert (trials[0].metric, trials[0].epochs, trials[2].retries) == (0.5, 5, 1)
+
+
+def test_unfinished_checkpoints_of_the_sweep_only(ledger):
+    ids = {index: trial.id for index, trial in _by_index(ledger).items()}
+    for index in ids:
+        ledger_ops.save_checkpoint(ledger, ids[index], 10 * index, f"weights {index}".encode())
+    ledger_ops.save_checkpoint(ledger, ids[1], 15, b"later")  # the latest one counts
+    ledger_ops.write_trials(ledger, ends=[(ids[0], FINISHED, "", {})])
+    assert ledger_ops.unfinished_checkpoints(ledger, "s1") == {
+        ids[1]: (15, b"later"), ids[2]: (20, b"weights 2")}
+    assert ledger_ops.unfinished_checkpoints(ledger, "another") == {}

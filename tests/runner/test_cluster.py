@@ -1,5 +1,5 @@
-"""Starting Ray: a local instance without the API server and monitors, its workers preloaded,
-Ray's hooks put back afterwards."""
+"""Starting Ray: a local instance without the API server and monitors, its workers preloaded
+(without Ray's serializers for libraries they never see), Ray's hooks put back afterwards."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ resources = cluster.connect(None, num_cpus=1)
 
 @ray.remote
 def worker():
-    return os.getpid(), cluster.PRELOAD in sys.modules
+    addons = [name for name in ("pydantic", "starlette", "pyarrow") if name in sys.modules]
+    return os.getpid(), cluster.PRELOAD in sys.modules, addons
 
 started = ray._private.worker.global_worker.node.all_processes
 session = ray._private.worker.global_worker.node.get_session_dir_path()
@@ -50,9 +51,11 @@ def test_local_start_runs_tasks_on_preloaded_workers_lean():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["cpus"] == 1.0
-    worker_pid, preloaded = report["worker"]
+    worker_pid, preloaded, addon_libraries = report["worker"]
     assert worker_pid != report["driver_pid"]  # a worker process answered
     assert preloaded  # imported before the worker took the task
+    # it took its task and returned its result without Ray importing these for serializers
+    assert addon_libraries == []
     assert not {"dashboard", "monitor", "log_monitor"} & set(report["processes"])
     assert report["agent_ports"] == ["-1", "-1"]  # a minimal agent: no HTTP, no metrics server
     assert {"gcs_server", "raylet"} <= set(report["processes"])
