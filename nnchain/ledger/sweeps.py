@@ -145,7 +145,7 @@ def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
                  ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
     """In one transaction: trials started (trial id -> ``start_values``), their progress
     (trial id -> values), then trials ended (trial id, state, reason, other values).
-    Rows in a row with the same columns go in as one statement (executemany)."""
+    Consecutive rows with the same columns go in as one statement (executemany)."""
     now = utcnow()
     rows = [{"id": trial_id, **values}
             for changes in (starts or {}, progress or {}) for trial_id, values in changes.items()]
