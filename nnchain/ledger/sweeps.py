@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from nnchain.errors import SpecError
 from nnchain.ledger.models import (
@@ -147,17 +147,20 @@ def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
     (trial id -> values), then trials ended (trial id, state, reason, other values).
     Consecutive rows with the same columns go in as one statement (executemany)."""
     now = utcnow()
-    rows = [{"id": trial_id, **values}
+    rows = [{"trial": trial_id, **values}
             for changes in (starts or {}, progress or {}) for trial_id, values in changes.items()]
     for trial_id, state, reason, values in ends:
         assert state in (FINISHED, FAILED, KILLED, PENDING)
-        rows.append({"id": trial_id, "state": state, "reason": reason, "ended_at": now,
+        rows.append({"trial": trial_id, "state": state, "reason": reason, "ended_at": now,
                      **values})
     if not rows:
         return
+    table = Trial.__table__
+    statement = update(table).where(table.c.id == bindparam("trial"))
     with ledger.session() as session:
+        connection = session.connection()
         for _, group in groupby(rows, key=lambda row: tuple(row)):
-            session.execute(update(Trial), list(group))
+            connection.execute(statement, list(group))
 
 
 def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -> None:
