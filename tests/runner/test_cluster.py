@@ -35,7 +35,10 @@ session = ray._private.worker.global_worker.node.get_session_dir_path()
 agent_ports = [open(name).read().strip() for name in
                glob.glob(os.path.join(session, "*_port_*")) if "dashboard_agent_listen" in name
                or "metrics_agent" in name]
-report = {"cpus": resources.get("CPU"), "processes": sorted(started),
+from ray._raylet import Config
+retry = [Config.raylet_client_connect_timeout_milliseconds(),
+         Config.raylet_client_num_connect_attempts()]
+report = {"cpus": resources.get("CPU"), "processes": sorted(started), "retry": retry,
           "worker": ray.get(worker.remote()), "driver_pid": os.getpid(), "agent_ports": agent_ports,
           "hooks_back": hooks() == before}
 cluster.shutdown()
@@ -60,6 +63,7 @@ def test_local_start_runs_tasks_on_preloaded_workers_lean():
     assert report["agent_ports"] == ["-1", "-1"]  # a minimal agent: no HTTP, no metrics server
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
+    assert report["retry"] == [100, 100]  # Ray's 1 s retry, 10 times, made 0.1 s, 100 times
 
 
 def test_wait_registered_sees_the_node_and_gives_up_on_an_unknown_one(ray_local):
