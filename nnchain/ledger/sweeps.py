@@ -13,9 +13,8 @@ from sqlalchemy import bindparam, func, select, update
 
 from nnchain.errors import SpecError
 from nnchain.ledger.models import (
-    FAILED,
+    ENDED,
     FINISHED,
-    KILLED,
     PENDING,
     RUNNING,
     Checkpoint,
@@ -112,9 +111,8 @@ def set_runs(ledger: Ledger, runs: Mapping[int, tuple[str, str]]) -> None:
     if not runs:
         return
     with ledger.session() as session:
-        for trial_id, (run_id, artifact_uri) in runs.items():
-            session.execute(update(Trial).where(Trial.id == trial_id)
-                            .values(run_id=run_id, artifact_uri=artifact_uri))
+        _update_trials(session, [{"trial": trial_id, "run_id": run_id, "artifact_uri": uri}
+                                 for trial_id, (run_id, uri) in runs.items()])
 
 
 def update_sweep(ledger: Ledger, sweep_id: str, **values: Any) -> None:
@@ -144,23 +142,28 @@ def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
                  progress: Mapping[int, dict] | None = None,
                  ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
     """In one transaction: trials started (trial id -> ``start_values``), their progress
-    (trial id -> values), then trials ended (trial id, state, reason, other values).
-    Consecutive rows with the same columns go in as one statement (executemany)."""
+    (trial id -> values), then trials ended (trial id, state, reason, other values)."""
     now = utcnow()
     rows = [{"trial": trial_id, **values}
             for changes in (starts or {}, progress or {}) for trial_id, values in changes.items()]
     for trial_id, state, reason, values in ends:
-        assert state in (FINISHED, FAILED, KILLED, PENDING)
+        assert state in (*ENDED, PENDING)
         rows.append({"trial": trial_id, "state": state, "reason": reason, "ended_at": now,
                      **values})
     if not rows:
         return
+    with ledger.session() as session:
+        _update_trials(session, rows)
+
+
+def _update_trials(session, rows: list[dict]) -> None:
+    """Trial rows updated by id (each row's "trial"), one ``executemany`` per run of rows
+    with the same columns; an id no longer in the table is skipped."""
     table = Trial.__table__
     statement = update(table).where(table.c.id == bindparam("trial"))
-    with ledger.session() as session:
-        connection = session.connection()
-        for _, group in groupby(rows, key=lambda row: tuple(row)):
-            connection.execute(statement, list(group))
+    connection = session.connection()
+    for _, group in groupby(rows, key=lambda row: tuple(row)):
+        connection.execute(statement, list(group))
 
 
 def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -> None:
