@@ -3,7 +3,8 @@
 A sweep logs hundreds of thousands of values. MLflow's ``log_batch`` into an SQL store
 builds one ORM object per value (~10,000 values/s here), so for SQLite and PostgreSQL
 stores the writer inserts rows into MLflow's own ``metrics`` and ``latest_metrics``
-tables in bulk (Core ``executemany``, one transaction a flush), with the value
+tables in bulk (one transaction a flush: SQLite gets INSERTs of many rows each,
+PostgreSQL an ``executemany``), with the value
 sanitising MLflow applies (NaN stored as 0 with ``is_nan``, infinities clamped). Runs
 starting and ending go into the same transaction (their ``runs`` row and tags), after
 the metrics, so a run is never FINISHED without them. The schema is MLflow's, checked by
@@ -13,11 +14,12 @@ and client calls, in the same order.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -27,8 +29,15 @@ from nnchain.tracking.store import is_sql_store
 
 Row = tuple[str, float, int, int]  # key, value, timestamp ms, step
 _CLAMP = sys.float_info.max
-_INSERT = ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) "
-           "VALUES ({0}, {0}, {0}, {0}, {0}, {0})")
+# SQLite inserts a statement of many rows for ~20% less CPU a row than a statement a row
+# (executemany): 1,000 rows, 6,000 variables, within the 32,766 SQLite allows since 3.32.
+SQLITE_ROWS = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 150
+
+
+def _insert_sql(marker: str, rows: int = 1) -> str:
+    row = f"({marker}, {marker}, {marker}, {marker}, {marker}, {marker})"
+    return ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES "
+            + ", ".join([row] * rows))
 
 
 @dataclass
@@ -89,8 +98,9 @@ class MetricWriter:
             self.latest, self.runs, self.tags = (
                 Table(name, metadata, autoload_with=self.engine)
                 for name in ("latest_metrics", "runs", "tags"))
-            marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-            self.insert_sql = _INSERT.format(marker)
+            self.marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            self.rows_per_statement = SQLITE_ROWS if self.engine.dialect.name == "sqlite" \
+                else 1
 
     def start_run(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
         """The run is RUNNING (with ``tags``): in an SQL store from the next flush, in any
@@ -170,9 +180,24 @@ class MetricWriter:
         rows.sort(key=itemgetter(0, 2, 3, 5))
         with self.engine.begin() as connection:
             if rows:
-                connection.exec_driver_sql(self.insert_sql, rows)
+                self._insert_metrics(connection, rows)
                 connection.execute(self._upsert_latest(), list(latest.values()))
             self._write_runs(connection)
+
+    def _insert_metrics(self, connection, rows: list[tuple]) -> None:
+        """``rows`` as statements of ``rows_per_statement`` rows each, then the rest."""
+        size = self.rows_per_statement
+        if size == 1:
+            connection.exec_driver_sql(_insert_sql(self.marker), rows)
+            return
+        full = len(rows) - len(rows) % size
+        if full:
+            connection.exec_driver_sql(
+                _insert_sql(self.marker, size),
+                [tuple(chain.from_iterable(rows[i:i + size])) for i in range(0, full, size)])
+        if full < len(rows):
+            connection.exec_driver_sql(_insert_sql(self.marker, len(rows) - full),
+                                       tuple(chain.from_iterable(rows[full:])))
 
     def _write_runs(self, connection) -> None:
         from sqlalchemy import update

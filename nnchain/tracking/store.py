@@ -18,6 +18,7 @@ from nnchain.errors import SpecError, StoreError
 
 DEFAULT_ROOT = "nnchain-runs"
 _PG_LOCK = 0x6E6E6368  # "nnch": the advisory lock key of store creation
+PAGE_SIZE = 16384  # bytes, of a new SQLite store
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
 
@@ -173,6 +174,7 @@ def _create_sqlite_atomically(uri: str) -> None:
     draft = db_file.with_name(f"{db_file.name}.new")
     draft.unlink(missing_ok=True)
     MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
+    _use_large_pages(draft)
     try:
         os.link(draft, db_file)  # only where no store is: another process (`mlflow ui`)
     except FileExistsError:      # may have made one meanwhile, and keeps using it
@@ -180,6 +182,20 @@ def _create_sqlite_atomically(uri: str) -> None:
     except OSError:  # a file system without hard links
         os.replace(draft, db_file)
     draft.unlink(missing_ok=True)
+
+
+def _use_large_pages(db_file: Path) -> None:
+    """Rebuild a new store with 16 KiB pages instead of SQLite's 4 KiB: a sweep's writer
+    then spends ~15% less CPU a metric value on MLflow's ``metrics`` table and its three
+    indexes (benchmarks/README.md). Done before WAL mode, which fixes the page size."""
+    import sqlite3
+
+    connection = sqlite3.connect(db_file, isolation_level=None)
+    try:
+        connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        connection.execute("VACUUM")
+    finally:
+        connection.close()
 
 
 def _use_wal(uri: str) -> None:

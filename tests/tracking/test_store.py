@@ -112,3 +112,19 @@ def test_a_store_made_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch
     store._create_sqlite_atomically(f"sqlite:///{db_file}")
     assert db_file.read_bytes() == b"made by another process"
     assert not (tmp_path / "mlflow.db.new").exists()
+
+
+def test_a_new_sqlite_store_has_large_pages_and_wal(tmp_path):
+    import sqlite3
+
+    from nnchain.tracking.store import PAGE_SIZE
+
+    db_file = tmp_path / "mlflow.db"
+    open_client(f"sqlite:///{db_file}").create_experiment("pages")
+    connection = sqlite3.connect(db_file)
+    try:
+        assert connection.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE > 4096
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        connection.close()

@@ -10,7 +10,7 @@ import pytest
 
 from nnchain.runner.driver import pack_size
 from nnchain.tracking import sweep_runs
-from nnchain.tracking.metrics import Block, MetricWriter, rows_to_blocks
+from nnchain.tracking.metrics import SQLITE_ROWS, Block, MetricWriter, rows_to_blocks
 from nnchain.tracking.store import open_client
 
 CONFIG = {"data": {"name": "xor", "seed": 0}, "model": {"hidden": [4], "activation": "tanh"},
@@ -45,6 +45,27 @@ def test_metric_values_read_back_exactly(store):
     latest = store.client.get_run(run_id).data.metrics
     assert latest == {"cost": 0.25, "acc": 4.0}
     writer.dispose()
+
+
+def test_a_flush_of_many_statements_reads_back_every_value(store):
+    """More values than one SQLite statement takes: full statements, then the rest."""
+    runs = [store.client.create_run(store.experiment).info.run_id for _ in range(2)]
+    steps = SQLITE_ROWS + 117  # per run and key: 4 x steps rows in all
+    writer = MetricWriter(store.client, store.uri)
+    for offset, run_id in enumerate(runs):
+        writer.add(Block(run_id, 0, {"cost": [offset + s / 7 for s in range(steps)],
+                                     "acc": [offset - s for s in range(steps)]},
+                         [2000 + s for s in range(steps)]))
+    writer.flush()
+    writer.dispose()
+    for offset, run_id in enumerate(runs):
+        cost = store.client.get_metric_history(run_id, "cost")
+        acc = store.client.get_metric_history(run_id, "acc")
+        assert [(m.step, m.value, m.timestamp) for m in cost] == [
+            (s, offset + s / 7, 2000 + s) for s in range(steps)]
+        assert [m.value for m in acc] == [float(offset - s) for s in range(steps)]
+        assert store.client.get_run(run_id).data.metrics == {
+            "cost": offset + (steps - 1) / 7, "acc": float(offset - steps + 1)}
 
 
 def test_rows_become_blocks_of_consecutive_steps_with_the_same_keys():
