@@ -10,7 +10,7 @@ import pytest
 
 from nnchain.runner.driver import pack_size
 from nnchain.tracking import sweep_runs
-from nnchain.tracking.metrics import SQLITE_ROWS, Block, MetricWriter, rows_to_blocks
+from nnchain.tracking.metrics import ROWS_PER_STATEMENT, Block, MetricWriter, rows_to_blocks
 from nnchain.tracking.store import open_client
 
 CONFIG = {"data": {"name": "xor", "seed": 0}, "model": {"hidden": [4], "activation": "tanh"},
@@ -50,7 +50,7 @@ def test_metric_values_read_back_exactly(store):
 def test_a_flush_of_many_statements_reads_back_every_value(store):
     """More values than one SQLite statement takes: full statements, then the rest."""
     runs = [store.client.create_run(store.experiment).info.run_id for _ in range(2)]
-    steps = SQLITE_ROWS + 117  # per run and key: 4 x steps rows in all
+    steps = ROWS_PER_STATEMENT + 117  # per run and key: 4 x steps rows in all
     writer = MetricWriter(store.client, store.uri)
     for offset, run_id in enumerate(runs):
         writer.add(Block(run_id, 0, {"cost": [offset + s / 7 for s in range(steps)],
