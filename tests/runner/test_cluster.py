@@ -1,5 +1,6 @@
-"""Starting Ray: a local instance without the API server and monitors, its workers preloaded
-(without Ray's serializers for libraries they never see), Ray's hooks put back afterwards."""
+"""Starting Ray: a local instance without the API server and monitors, an agent without
+dashboard modules, its workers preloaded (without Ray's serializers for libraries they
+never see), Ray's hooks put back afterwards."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from nnchain.runner import cluster
 
 def hooks():
     return (node.Node.start_api_server, node.Node.start_monitor, node.Node.start_log_monitor,
-            services.get_node, utils.get_dashboard_dependency_error)
+            services.get_node, services.start_ray_process, utils.get_dashboard_dependency_error)
 
 
 before = hooks()
@@ -35,12 +36,15 @@ session = ray._private.worker.global_worker.node.get_session_dir_path()
 agent_ports = [open(name).read().strip() for name in
                glob.glob(os.path.join(session, "*_port_*")) if "dashboard_agent_listen" in name
                or "metrics_agent" in name]
+agent_log = open(os.path.join(session, "logs", "dashboard_agent.log")).read()
 from ray._raylet import Config
 retry = [Config.raylet_client_connect_timeout_milliseconds(),
          Config.raylet_client_num_connect_attempts()]
 report = {"cpus": resources.get("CPU"), "processes": sorted(started), "retry": retry,
           "worker": ray.get(worker.remote()), "driver_pid": os.getpid(), "agent_ports": agent_ports,
-          "hooks_back": hooks() == before}
+          "hooks_back": hooks() == before,
+          "agent_modules": [line.split("-- ")[-1] for line in agent_log.splitlines()
+                            if "Loaded" in line and "modules" in line]}
 cluster.shutdown()
 print(json.dumps(report))
 """
@@ -61,6 +65,9 @@ def test_local_start_runs_tasks_on_preloaded_workers_lean():
     assert addon_libraries == []
     assert not {"dashboard", "monitor", "log_monitor"} & set(report["processes"])
     assert report["agent_ports"] == ["-1", "-1"]  # a minimal agent: no HTTP, no metrics server
+    # the raylet ran nnchain's agent: Ray's own, without the dashboard's module scan (Ray's
+    # agent loads 7 modules here, minimal as it is)
+    assert report["agent_modules"] == ["Loaded 0 modules."]
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
     assert report["retry"] == [100, 100]  # Ray's 1 s retry, 10 times, made 0.1 s, 100 times
