@@ -114,7 +114,7 @@ def _lean_start() -> Iterator[None]:
 
         def start_ray_process(command, process_type, *args, **kwargs):
             if process_type == raylet:
-                command = [_our_agent(part) for part in command]
+                command = _with_our_agent(command)
             return ray_start_process(command, process_type, *args, **kwargs)
 
         hooks += [(utils, "get_dashboard_dependency_error",
@@ -135,16 +135,17 @@ def _lean_start() -> Iterator[None]:
             setattr(owner, name, original)
 
 
-def _our_agent(argument: str) -> str:
-    """The raylet's argument naming the dashboard agent's command, with nnchain's agent
-    script in place of Ray's; any other argument as it is."""
+def _with_our_agent(command: list[str]) -> list[str]:
+    """The raylet's command, its dashboard agent's command running nnchain's agent script
+    in place of Ray's (as it is if either path has a space, which the command quotes)."""
     import ray.dashboard
 
     ray_agent = str(Path(ray.dashboard.__file__).with_name("agent.py"))
     ours = str(Path(__file__).with_name("ray_agent.py"))
-    if not argument.startswith("--dashboard_agent_command=") or " " in ray_agent + ours:
-        return argument
-    return argument.replace(f" {ray_agent} ", f" {ours} ", 1)
+    if " " in ray_agent + ours:
+        return command
+    return [part.replace(f" {ray_agent} ", f" {ours} ", 1)
+            if part.startswith("--dashboard_agent_command=") else part for part in command]
 
 
 def _wait_registered(gcs_address: str, node_id: str, timeout: float = 10.0) -> None:

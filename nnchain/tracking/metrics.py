@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from itertools import chain, repeat
 from operator import itemgetter
 
@@ -34,6 +35,7 @@ _CLAMP = sys.float_info.max
 ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 150
 
 
+@cache
 def _insert_sql(marker: str, rows: int) -> str:
     row = f"({marker}, {marker}, {marker}, {marker}, {marker}, {marker})"
     return ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES "
@@ -183,16 +185,11 @@ class MetricWriter:
             self._write_runs(connection)
 
     def _insert_metrics(self, connection, rows: list[tuple]) -> None:
-        """``rows`` as statements of ``ROWS_PER_STATEMENT`` rows each, then the rest."""
-        size = ROWS_PER_STATEMENT
-        full = len(rows) - len(rows) % size
-        if full:
-            connection.exec_driver_sql(
-                _insert_sql(self.marker, size),
-                [tuple(chain.from_iterable(rows[i:i + size])) for i in range(0, full, size)])
-        if full < len(rows):
-            connection.exec_driver_sql(_insert_sql(self.marker, len(rows) - full),
-                                       tuple(chain.from_iterable(rows[full:])))
+        """``rows`` in statements of ``ROWS_PER_STATEMENT`` rows (the last one fewer)."""
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            part = rows[start:start + ROWS_PER_STATEMENT]
+            connection.exec_driver_sql(_insert_sql(self.marker, len(part)),
+                                       tuple(chain.from_iterable(part)))
 
     def _write_runs(self, connection) -> None:
         from sqlalchemy import update

@@ -48,7 +48,7 @@ def test_metric_values_read_back_exactly(store):
 
 
 def test_a_flush_of_many_statements_reads_back_every_value(store):
-    """More values than one SQLite statement takes: full statements, then the rest."""
+    """More rows than one INSERT statement takes: full statements, then the rest."""
     runs = [store.client.create_run(store.experiment).info.run_id for _ in range(2)]
     steps = ROWS_PER_STATEMENT + 117  # per run and key: 4 x steps rows in all
     writer = MetricWriter(store.client, store.uri)
