@@ -16,6 +16,7 @@ import numpy as np
 
 from nnchain.data import Dataset, encode_targets, load_dataset, split, standardize
 from nnchain.errors import DivergedError
+from nnchain.ledger.states import FAILED, FINISHED, KILLED  # noqa: F401 - used by callers
 from nnchain.nn import (
     EpochRecord,
     Network,
@@ -24,8 +25,6 @@ from nnchain.nn import (
     make_schedule,
     train_epochs,
 )
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Trial states. PENDING -> RUNNING -> FINISHED | FAILED | KILLED; FAILED and KILLED
-# trials go back to PENDING on resume.
-PENDING, RUNNING, FINISHED, FAILED, KILLED = "PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED"
-TRIAL_STATES = (PENDING, RUNNING, FINISHED, FAILED, KILLED)
-ENDED = (FINISHED, FAILED, KILLED)  # a trial in these states has run to its end
-# Sweep states.
-SWEEP_RUNNING, SWEEP_FINISHED, SWEEP_FAILED, SWEEP_STOPPED = "RUNNING", "FINISHED", "FAILED", \
-    "STOPPED"
+from nnchain.ledger.states import (  # noqa: F401 - re-exported, the names' old home
+    ENDED,
+    FAILED,
+    FINISHED,
+    KILLED,
+    PENDING,
+    RUNNING,
+    SWEEP_FAILED,
+    SWEEP_FINISHED,
+    SWEEP_RUNNING,
+    SWEEP_STOPPED,
+    TRIAL_STATES,
+)
 
 
 def utcnow() -> datetime:
