@@ -1,45 +1,28 @@
 """Fast writing for a sweep's one writer: metrics, and runs starting and ending.
 
 A sweep logs hundreds of thousands of values. MLflow's ``log_batch`` into an SQL store
-builds one ORM object per value (~10,000 values/s here), so for SQLite and PostgreSQL
-stores the writer inserts rows into MLflow's own ``metrics`` and ``latest_metrics``
-tables in bulk (one transaction a flush, INSERTs of many rows each), with the value
-sanitising MLflow applies (NaN stored as 0 with ``is_nan``, infinities clamped). Runs
-starting and ending go into the same transaction (their ``runs`` row and tags), after
-the metrics, so a run is never FINISHED without them. The schema is MLflow's, checked by
-``open_client`` to be current. Any other store (a tracking server) gets ``log_batch``
-and client calls, in the same order.
+builds one ORM object per value (~10,000 values/s here), so on SQLite and PostgreSQL
+stores whose schema nnchain was tested with, the writer hands each flush to
+``mlflow_sql`` (bulk INSERTs into MLflow's own tables, one transaction a flush, runs
+starting and ending after their metrics). Any other store (a tracking server, an
+untested schema) gets ``log_batch`` and client calls, in the same order.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from itertools import chain, repeat
-from operator import itemgetter
 
-import numpy as np
-
+from nnchain.tracking import mlflow_sql
+from nnchain.tracking.mlflow_sql import ROWS_PER_STATEMENT, RunEnd
 from nnchain.tracking.recorder import MAX_METRICS, RunWriter, chunks
-from nnchain.tracking.store import is_sql_store
+from nnchain.tracking.retry import with_retry
+
+__all__ = ["ROWS_PER_STATEMENT", "Block", "MetricWriter", "Row", "last_steps",
+           "rows_to_blocks"]
 
 Row = tuple[str, float, int, int]  # key, value, timestamp ms, step
-_CLAMP = sys.float_info.max
-# Metric rows an INSERT statement: against a statement a row (executemany), the driver
-# spends ~20% less CPU a row on SQLite and half on PostgreSQL. 1,000 rows bind 6,000
-# variables, within what SQLite allows since 3.32 (32,766) and PostgreSQL (65,535).
-ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 150
-
-
-@cache
-def _insert_sql(marker: str, rows: int) -> str:
-    row = f"({marker}, {marker}, {marker}, {marker}, {marker}, {marker})"
-    return ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES "
-            + ", ".join([row] * rows))
 
 
 @dataclass
@@ -72,40 +55,24 @@ def rows_to_blocks(run_id: str, rows: Sequence[Row]) -> list[Block]:
     return blocks
 
 
-def _sanitized(values: Sequence[float]) -> tuple[list[float], list[bool]]:
-    """MLflow's storage of values: NaN as 0 with is_nan, infinities clamped."""
-    array = np.asarray(values, dtype=np.float64)
-    is_nan = np.isnan(array)
-    array = np.clip(np.where(is_nan, 0.0, array), -_CLAMP, _CLAMP)
-    return array.tolist(), is_nan.tolist()
-
-
 class MetricWriter:
     """Buffers metric blocks, run starts and run ends of many runs; writes them in one
-    transaction a flush (SQL stores) or ``log_batch`` chunks and client calls (others)."""
+    transaction a flush (``mlflow_sql``) or ``log_batch`` chunks and client calls (others)."""
 
     def __init__(self, client, tracking_uri: str) -> None:
         self.client = client
-        self.engine = None
+        # None: the client's path. A store away for a moment is waited for, as on a flush.
+        self.tables = with_retry(mlflow_sql.open_tables, tracking_uri, what="the MLflow store")
         self.blocks: list[Block] = []
         self.pending_values = 0  # metric values in ``blocks``
         self._chunks: list[tuple[str, list]] = []
         self._starts: dict[str, dict] = {}  # run id -> tags
-        self._ends: dict[str, tuple[str, int, dict]] = {}  # run id -> status, end ms, tags
-        if is_sql_store(tracking_uri):
-            from sqlalchemy import MetaData, Table, create_engine
-
-            self.engine = create_engine(tracking_uri, pool_pre_ping=True)
-            metadata = MetaData()
-            self.latest, self.runs, self.tags = (
-                Table(name, metadata, autoload_with=self.engine)
-                for name in ("latest_metrics", "runs", "tags"))
-            self.marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._ends: dict[str, RunEnd] = {}
 
     def start_run(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
-        """The run is RUNNING (with ``tags``): in an SQL store from the next flush, in any
-        other store now."""
-        if self.engine is None:
+        """The run is RUNNING (with ``tags``): through ``mlflow_sql`` from the next flush,
+        through the client now."""
+        if self.tables is None:
             self.client.update_run(run_id, status="RUNNING")
             if tags:
                 RunWriter(self.client, run_id).set_tags(tags)
@@ -114,7 +81,7 @@ class MetricWriter:
 
     def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         """The run ends with ``status`` (and ``tags``) at the next flush, after its metrics."""
-        self._ends[run_id] = (status, int(time.time() * 1000), dict(tags or {}))
+        self._ends[run_id] = RunEnd(status, int(time.time() * 1000), dict(tags or {}))
 
     def add(self, block: Block) -> None:
         if block.timestamps:
@@ -129,24 +96,24 @@ class MetricWriter:
 
     def flush(self) -> None:
         """Write everything buffered; what was not written stays buffered for the next try."""
-        if self.engine is None:
+        if self.tables is None:
             self._log_batch()
             self._end_through_client()
         elif self.blocks or self._starts or self._ends:
-            self._insert(self.blocks)  # one transaction: all or nothing
+            self.tables.write(self.blocks, self._starts, self._ends)  # all or nothing
             self.blocks, self._starts, self._ends = [], {}, {}
             self.pending_values = 0
 
     def _end_through_client(self) -> None:
         while self._ends:
-            run_id, (status, end_ms, tags) = next(iter(self._ends.items()))
-            if tags:
-                RunWriter(self.client, run_id).set_tags(tags)
-            self.client.set_terminated(run_id, status=status, end_time=end_ms)
+            run_id, end = next(iter(self._ends.items()))
+            if end.tags:
+                RunWriter(self.client, run_id).set_tags(end.tags)
+            self.client.set_terminated(run_id, status=end.status, end_time=end.end_ms)
             del self._ends[run_id]
 
     def _log_batch(self) -> None:
-        """A tracking server: chunks within its limits, each dropped once it was accepted."""
+        """Chunks within the store's limits, each dropped once it was accepted."""
         from mlflow.entities import Metric
 
         for block in self.blocks:
@@ -161,96 +128,23 @@ class MetricWriter:
             self.client.log_batch(run_id, metrics=part)
             self._chunks.pop(0)
 
-    def _insert(self, blocks: list[Block]) -> None:
-        rows: list[tuple] = []
-        latest: dict[tuple[str, str], dict] = {}
-        for block in blocks:
-            steps = range(block.first_step, block.first_step + len(block.timestamps))
-            stamps = list(block.timestamps)
-            for key, values in block.columns.items():
-                clean, is_nan = _sanitized(values)
-                rows.extend(zip(repeat(key), clean, stamps, steps, is_nan, repeat(block.run_id)))
-                last = {"key": key, "value": clean[-1], "timestamp": stamps[-1],
-                        "step": steps[-1], "is_nan": is_nan[-1], "run_uuid": block.run_id}
-                known = latest.get((block.run_id, key))
-                if known is None or last["step"] >= known["step"]:
-                    latest[(block.run_id, key)] = last
-        # in the order of MLflow's primary key (key, timestamp, step, run): SQLite then
-        # appends to its index pages (15-20% less CPU a flush here)
-        rows.sort(key=itemgetter(0, 2, 3, 5))
-        with self.engine.begin() as connection:
-            if rows:
-                self._insert_metrics(connection, rows)
-                connection.execute(self._upsert_latest(), list(latest.values()))
-            self._write_runs(connection)
-
-    def _insert_metrics(self, connection, rows: list[tuple]) -> None:
-        """``rows`` in statements of ``ROWS_PER_STATEMENT`` rows (the last one fewer)."""
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            part = rows[start:start + ROWS_PER_STATEMENT]
-            connection.exec_driver_sql(_insert_sql(self.marker, len(part)),
-                                       tuple(chain.from_iterable(part)))
-
-    def _write_runs(self, connection) -> None:
-        from sqlalchemy import update
-
-        run = self.runs.c
-        tags = []
-        if self._starts:
-            connection.execute(update(self.runs).where(run.run_uuid.in_(list(self._starts)))
-                               .values(status="RUNNING", end_time=None))
-            tags.extend((run_id, t) for run_id, t in self._starts.items())
-        for run_id, (status, end_ms, end_tags) in self._ends.items():
-            connection.execute(update(self.runs).where(run.run_uuid == run_id)
-                               .values(status=status, end_time=end_ms))
-            tags.append((run_id, end_tags))
-        rows = [{"key": k, "value": v, "run_uuid": run_id}
-                for run_id, run_tags in tags for k, v in run_tags.items()]
-        if rows:
-            connection.execute(self._upsert(self.tags, ("key", "run_uuid"), ("value",)), rows)
-
-    def _upsert_latest(self):
-        return self._upsert(self.latest, ("key", "run_uuid"),
-                            ("value", "timestamp", "step", "is_nan"), newer_step=True)
-
-    def _upsert(self, table, keys: tuple[str, ...], values: tuple[str, ...],
-                newer_step: bool = False):
-        if self.engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(table)
-        return statement.on_conflict_do_update(
-            index_elements=[table.c[name] for name in keys],
-            set_={name: statement.excluded[name] for name in values},
-            where=statement.excluded.step >= table.c.step if newer_step else None)
-
     def dispose(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
+        if self.tables is not None:
+            self.tables.dispose()
 
 
 def last_steps(client, tracking_uri: str, run_ids: Sequence[str]) -> dict[str, int]:
     """The highest step recorded for each run (any key), -1 where none."""
     if not run_ids:
         return {}
-    if is_sql_store(tracking_uri):
-        from sqlalchemy import bindparam, create_engine, text
-
-        engine = create_engine(tracking_uri)
-        try:
-            with engine.connect() as connection:
-                rows = connection.execute(
-                    text("SELECT run_uuid, MAX(step) FROM metrics WHERE run_uuid IN :ids "
-                         "GROUP BY run_uuid").bindparams(bindparam("ids", expanding=True)),
-                    {"ids": list(run_ids)}).all()
-        finally:
-            engine.dispose()
-        found = {run_id: int(step) for run_id, step in rows}
-    else:
-        found = {}
-        for run_id in run_ids:
-            history = client.get_metric_history(run_id, "train_cost")
-            if history:
-                found[run_id] = max(m.step for m in history)
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is not None:
+            found = tables.last_steps(run_ids)
+        else:
+            found = {}
+            for run_id in run_ids:
+                steps = [m.step for key in client.get_run(run_id).data.metrics
+                         for m in client.get_metric_history(run_id, key)]
+                if steps:
+                    found[run_id] = max(steps)
     return {run_id: found.get(run_id, -1) for run_id in run_ids}

@@ -8,18 +8,19 @@ PostgreSQL database or an MLflow tracking server instead, as MLflow users expect
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from nnchain.errors import SpecError, StoreError
+from nnchain.names import check_name  # noqa: F401 - the one name rule, re-exported here
 
 DEFAULT_ROOT = "nnchain-runs"
+# MLflow 3's UI opens an experiment of this kind on its runs table, not the GenAI overview
+KIND_TAG = "mlflow.experimentKind"
+KIND_TRAINING = "custom_model_development"
 _PG_LOCK = 0x6E6E6368  # "nnch": the advisory lock key of store creation
-PAGE_SIZE = 16384  # bytes, of a new SQLite store
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
 
 def default_root() -> Path:
@@ -27,8 +28,9 @@ def default_root() -> Path:
 
 
 def is_sql_store(tracking_uri: str) -> bool:
-    """Whether MLflow's tables are reached directly: SQLite and PostgreSQL, which the
-    sweep's writer fills in bulk (a tracking server only through its API)."""
+    """Whether the store is a database (SQLite, PostgreSQL) whose tables ``mlflow_sql``
+    may reach directly, on a schema it was tested with (a tracking server only through
+    its API)."""
     return tracking_uri.startswith(("sqlite:", "postgresql"))
 
 
@@ -71,15 +73,6 @@ def artifact_root(uri: str) -> str | None:
     return (base / "artifacts").resolve().as_uri()
 
 
-def check_name(field: str, name: str) -> str:
-    """Experiment, sweep and artifact names: no path separators, no ``..``, no control chars."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise SpecError(field, "must be 1-100 characters of letters, digits, space, '.', '_' "
-                               f"or '-', starting with a letter or digit and without '..', "
-                               f"got {name!r}")
-    return name
-
-
 def prepare_location(uri: str) -> None:
     """Make sure an SQLite store's directory exists and is writable (nothing else is created)."""
     db_file = sqlite_path(uri)
@@ -106,12 +99,16 @@ def open_client(uri: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from nnchain.tracking import mlflow_sql
+
     try:
         with creation_lock(uri):  # one process at a time creates or checks the schema
             _create_sqlite_atomically(uri)
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
-            _use_wal(uri)
+            db_file = sqlite_path(uri)
+            if db_file is not None:
+                mlflow_sql.use_wal(db_file)
     except MlflowException as exc:
         text = str(exc)
         if "out-of-date database schema" in text or "mlflow db upgrade" in text:
@@ -146,19 +143,10 @@ def creation_lock(uri: str) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
     if uri.startswith("postgresql"):
-        from sqlalchemy import create_engine, text
+        from nnchain.tracking.mlflow_sql import advisory_lock
 
-        engine = create_engine(uri)
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK})
-                try:
-                    yield
-                finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"),
-                                       {"key": _PG_LOCK})
-        finally:
-            engine.dispose()
+        with advisory_lock(uri, _PG_LOCK):
+            yield
         return
     yield
 
@@ -171,10 +159,12 @@ def _create_sqlite_atomically(uri: str) -> None:
         return
     from mlflow import MlflowClient
 
+    from nnchain.tracking.mlflow_sql import use_large_pages
+
     draft = db_file.with_name(f"{db_file.name}.new")
     draft.unlink(missing_ok=True)
     MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
-    _use_large_pages(draft)
+    use_large_pages(draft)  # before WAL mode, which fixes the page size
     try:
         os.link(draft, db_file)  # only where no store is: another process (`mlflow ui`)
     except FileExistsError:      # may have made one meanwhile, and keeps using it
@@ -184,60 +174,21 @@ def _create_sqlite_atomically(uri: str) -> None:
     draft.unlink(missing_ok=True)
 
 
-def _use_large_pages(db_file: Path) -> None:
-    """Rebuild a new store with 16 KiB pages instead of SQLite's 4 KiB: a sweep's writer
-    then spends ~15% less CPU a metric value on MLflow's ``metrics`` table and its three
-    indexes (benchmarks/README.md). Done before WAL mode, which fixes the page size."""
-    import sqlite3
-
-    connection = sqlite3.connect(db_file, isolation_level=None)
-    try:
-        connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        connection.execute("VACUUM")
-    finally:
-        connection.close()
-
-
-def _use_wal(uri: str) -> None:
-    """Put an SQLite store in WAL mode (kept in the file): readers such as the UI do not
-    block the sweep's writer. This process's SQLite connections then commit with
-    ``synchronous=NORMAL``, which WAL keeps safe against a crashed process."""
-    db_file = sqlite_path(uri)
-    if db_file is None:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    connection = sqlite3.connect(db_file, timeout=30)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-    finally:
-        connection.close()
-    if not event.contains(Engine, "connect", _sqlite_normal_sync):
-        event.listen(Engine, "connect", _sqlite_normal_sync)
-
-
-def _sqlite_normal_sync(dbapi_connection, _record) -> None:
-    import sqlite3
-
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-
-
 def experiment_id(client, name: str, location: str | None) -> str:
-    """The id of experiment ``name``, created if missing; safe when two processes race."""
+    """The id of experiment ``name``, created if missing; safe when two processes race.
+
+    It carries ``KIND_TAG``, so MLflow 3's UI opens it on its runs table."""
     from mlflow.exceptions import MlflowException
 
     existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        existing = client.get_experiment_by_name(name)  # another process created it first
-        if existing is None:
-            raise
-        return existing.experiment_id
+    if existing is None:
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={KIND_TAG: KIND_TRAINING})
+        except MlflowException:
+            existing = client.get_experiment_by_name(name)  # another process created it first
+            if existing is None:
+                raise
+    if KIND_TAG not in existing.tags:
+        client.set_experiment_tag(existing.experiment_id, KIND_TAG, KIND_TRAINING)
+    return existing.experiment_id

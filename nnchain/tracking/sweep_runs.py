@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from nnchain.config import to_params
+from nnchain.tracking import mlflow_sql
 from nnchain.tracking.recorder import MAX_PARAM_LENGTH, RunWriter
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -93,42 +94,50 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
 def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
                           parent_run_id: str, sweep_id: str,
                           trials: Sequence) -> dict[int, tuple[str, str]]:
-    """Every trial's run made ahead, SCHEDULED, in one transaction of an SQL store.
+    """Every trial's run made ahead, SCHEDULED: in one transaction through ``mlflow_sql``
+    (1-2 ms a run here), else through the client one by one (``create_trial_run``, 27 ms
+    a run), stopping at a store that went away (the driver makes the rest as trials
+    start). ``trials`` are ledger rows; returns trial id -> (run id, artifact URI)."""
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is None:
+            return _create_one_by_one(client, experiment_id, parent_run_id, sweep_id, trials)
+        from mlflow.utils.uri import append_to_uri_path
 
-    What ``create_trial_run`` makes through the client (27 ms a run here), inserted with
-    MLflow's own table definitions (1-2 ms a run); ``open_client`` checked the schema is
-    the installed MLflow's. ``trials`` are ledger rows; returns trial id -> (run id,
-    artifact URI)."""
-    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
-    from mlflow.utils.uri import append_to_uri_path
-    from sqlalchemy import create_engine, insert
+        location = client.get_experiment(experiment_id).artifact_location
+        runs, made = [], {}
+        for trial in trials:
+            run_id = uuid.uuid4().hex
+            name = trial_run_name(trial.index, trial.overrides)
+            made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
+            tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
+            tags[RUN_NAME_TAG] = name
+            runs.append(mlflow_sql.NewRun(
+                run_id, name, made[trial.id][1], tags,
+                {k: v[:MAX_PARAM_LENGTH] for k, v in to_params(trial.config).items()}))
+        tables.insert_scheduled_runs(experiment_id, runs, int(time.time() * 1000))
+    return made
 
-    location = client.get_experiment(experiment_id).artifact_location
-    now = int(time.time() * 1000)
-    runs, tags, params, made = [], [], [], {}
+
+def _create_one_by_one(client, experiment_id: str, parent_run_id: str, sweep_id: str,
+                       trials: Sequence) -> dict[int, tuple[str, str]]:
+    from nnchain.tracking.retry import is_transient, with_retry
+
+    made = {}
     for trial in trials:
-        run_id = uuid.uuid4().hex
-        name = trial_run_name(trial.index, trial.overrides)
-        made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
-        runs.append({"run_uuid": run_id, "name": name, "source_type": "UNKNOWN",
-                     "source_name": "", "entry_point_name": "", "user_id": "unknown",
-                     "status": "SCHEDULED", "start_time": now, "end_time": None,
-                     "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
-                     "artifact_uri": made[trial.id][1], "experiment_id": int(experiment_id)})
-        run_tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
-        run_tags[RUN_NAME_TAG] = name
-        tags.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in run_tags.items())
-        params.extend({"key": k, "value": v[:MAX_PARAM_LENGTH], "run_uuid": run_id}
-                      for k, v in to_params(trial.config).items())
-    engine = create_engine(tracking_uri)
-    try:
-        with engine.begin() as connection:
-            connection.execute(insert(SqlRun.__table__), runs)
-            connection.execute(insert(SqlTag.__table__), tags)
-            if params:
-                connection.execute(insert(SqlParam.__table__), params)
-    finally:
-        engine.dispose()
+        try:
+            made[trial.id] = create_trial_run(
+                client, experiment_id, parent_run_id=parent_run_id, sweep_id=sweep_id,
+                trial_key=trial.key, index=trial.index, repeat=trial.repeat, attempt=0,
+                config=trial.config, overrides=trial.overrides, scheduled=True)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            found = with_retry(recover_trial_run, client, experiment_id, sweep_id=sweep_id,
+                               trial_key=trial.key, config=trial.config,
+                               what="the MLflow store")
+            if found[0]:  # made before its answer was lost
+                made[trial.id] = found
+            break
     return made
 
 

@@ -1,52 +1,82 @@
-"""Read-only queries on MLflow's own tables, for SQL stores (SQLite, PostgreSQL).
+"""Read-only queries for ``sweep verify`` on SQL stores (SQLite, PostgreSQL).
 
-MLflow's client loads every param, tag and metric of each run it returns; these
-queries read just what a check needs, in one statement each, whatever the number of
-runs. The schema is MLflow's, checked current by ``open_client``.
+MLflow's client loads every param, tag and metric of each run it returns; through
+``mlflow_sql`` these read just what a check needs, in one statement each, whatever the
+number of runs. On a schema ``mlflow_sql`` was not tested with, the same answers come
+from MLflow's client (one call a run and key: slower).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from nnchain.tracking import mlflow_sql
 
 Pair = tuple[str, str]  # run id, metric key
 
-_STATS = ("SELECT run_uuid, key, COUNT(*), COUNT(DISTINCT step), MIN(step), MAX(step) "
-          "FROM metrics WHERE run_uuid IN :ids GROUP BY run_uuid, key")
-_STEPS = "SELECT run_uuid, key, step FROM metrics WHERE run_uuid IN :ids"
-_NESTED = "SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId' AND value = :parent"
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _rows(tracking_uri: str, sql: str, **values) -> list[tuple]:
-    from sqlalchemy import bindparam, create_engine, text
-
-    statement = text(sql)
-    if "ids" in values:
-        statement = statement.bindparams(bindparam("ids", expanding=True))
-    engine = create_engine(tracking_uri)
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(statement, values)]
-    finally:
-        engine.dispose()
+def _histories(tracking_uri: str, run_ids: Sequence[str]) -> dict[Pair, list[int]]:
+    """The steps of every metric of the runs, read through the client."""
+    client = _client(tracking_uri)
+    return {(run_id, key): [m.step for m in client.get_metric_history(run_id, key)]
+            for run_id in run_ids for key in client.get_run(run_id).data.metrics}
 
 
 def step_aggregates(tracking_uri: str, run_ids: Sequence[str]) -> dict[Pair, tuple]:
     """Per run and key: (count, distinct steps, min step, max step), in one aggregate query."""
-    rows = _rows(tracking_uri, _STATS, ids=list(run_ids))
-    return {(run_id, key): tuple(int(v) for v in stats) for run_id, key, *stats in rows}
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is not None:
+            return tables.step_aggregates(run_ids)
+    return {pair: (len(steps), len(set(steps)), min(steps), max(steps))
+            for pair, steps in _histories(tracking_uri, run_ids).items() if steps}
 
 
 def steps_of(tracking_uri: str, pairs: Sequence[Pair]) -> dict[Pair, list[int]]:
     """Every step of each (run, key) pair (read for the few pairs found broken)."""
     wanted = set(pairs)
     steps: dict[Pair, list[int]] = {pair: [] for pair in pairs}
-    for run_id, key, step in _rows(tracking_uri, _STEPS, ids=sorted({r for r, _ in pairs})):
-        if (run_id, key) in wanted:
-            steps[(run_id, key)].append(int(step))
+    run_ids = sorted({run_id for run_id, _ in pairs})
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is not None:
+            for run_id, key, step in tables.metric_steps(run_ids):
+                if (run_id, key) in wanted:
+                    steps[(run_id, key)].append(step)
+            return steps
+    client = _client(tracking_uri)
+    for run_id, key in wanted:
+        steps[(run_id, key)] = [m.step for m in client.get_metric_history(run_id, key)]
     return steps
 
 
 def nested_run_ids(tracking_uri: str, parent_run_id: str) -> set[str]:
     """Ids of the runs nested under ``parent_run_id`` (deleted ones included)."""
-    return {run_id for (run_id,) in _rows(tracking_uri, _NESTED, parent=parent_run_id)}
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is not None:
+            return tables.nested_run_ids(parent_run_id)
+    from mlflow.entities import ViewType
+
+    client = _client(tracking_uri)
+    experiments = [e.experiment_id for e in _pages(client.search_experiments,
+                                                   view_type=ViewType.ALL)]
+    if not experiments:
+        return set()
+    return {run.info.run_id for run in _pages(
+        client.search_runs, experiment_ids=experiments, run_view_type=ViewType.ALL,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")}
+
+
+def _pages(search, **arguments) -> Iterator:
+    """Every result of a paged MLflow search."""
+    token = None
+    while True:
+        page = search(max_results=1000, page_token=token, **arguments)
+        yield from page
+        token = page.token
+        if not token:
+            return

@@ -117,7 +117,7 @@ def test_a_store_made_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch
 def test_a_new_sqlite_store_has_large_pages_and_wal(tmp_path):
     import sqlite3
 
-    from nnchain.tracking.store import PAGE_SIZE
+    from nnchain.tracking.mlflow_sql import PAGE_SIZE
 
     db_file = tmp_path / "mlflow.db"
     open_client(f"sqlite:///{db_file}").create_experiment("pages")

@@ -25,6 +25,7 @@ from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import utcnow
 from nnchain.ledger.store import Ledger, open_ledger
 from nnchain.runner.sweep import SweepOptions, run_sweep
+from nnchain.tracking import mlflow_sql
 from nnchain.verify import LEDGER, Violation, check_sweep, verify_sweep
 
 pytestmark = pytest.mark.slow
@@ -68,6 +69,17 @@ class Stores:
         with connection:
             connection.execute(statement, args)
         connection.close()
+
+
+def verify_by(stores: Stores, path: str, monkeypatch) -> list[Violation]:
+    """``sweep verify`` by one path: SQL through ``mlflow_sql`` ("sql"), metric histories as
+    on a tracking server ("history"), or MLflow's client on an SQL store whose revision
+    ``mlflow_sql`` was not tested with ("untested")."""
+    if path == "history":
+        return stores.verify("http://127.0.0.1:1")
+    if path == "untested":
+        monkeypatch.setattr(mlflow_sql, "TESTED_REVISIONS", frozenset({"0123456789ab"}))
+    return stores.verify()
 
 
 def found(violations: list[Violation], invariant, run_id: str | None = None) -> list[Violation]:
@@ -119,32 +131,35 @@ def test_clean_sweep_holds_every_invariant(stores):
     assert report.violations == []
     assert report.runs_checked == 5  # the parent and 4 trials
     assert report.summary() == "sweep verify-grid: invariants 1-4 hold (5 runs checked)"
-    # the tracking-server path (metric histories) agrees with the SQL aggregate
+    # the tracking-server path (metric histories) agrees with the SQL aggregate, and so
+    # does MLflow's client on an SQL store of a revision mlflow_sql was not tested with
     assert stores.verify("http://127.0.0.1:1") == []
+    with pytest.MonkeyPatch.context() as patch:
+        assert verify_by(stores, "untested", patch) == []
 
 
-@pytest.mark.parametrize("path", ["sql", "history"])
-def test_duplicate_step_breaks_invariant_3(stores, path):
+@pytest.mark.parametrize("path", ["sql", "history", "untested"])
+def test_duplicate_step_breaks_invariant_3(stores, path, monkeypatch):
     _, trials = stores.trials()
     run_id = trials[1].run_id
     stores.client.log_batch(run_id, metrics=[Metric("train_cost", 123.0,
                                                     int(time.time() * 1000), 3)])
-    violations = stores.verify(None if path == "sql" else "http://127.0.0.1:1")
+    violations = verify_by(stores, path, monkeypatch)
     assert [(v.invariant, v.run_id, v.trial_key) for v in violations] == \
         [(3, run_id, trials[1].key)]
     assert "metric train_cost" in violations[0].message
     assert "step recorded more than once: 3 (2 times)" in violations[0].message
 
 
-@pytest.mark.parametrize("path", ["sql", "history"])
-def test_gaps_in_steps_break_invariant_3(stores, path):
+@pytest.mark.parametrize("path", ["sql", "history", "untested"])
+def test_gaps_in_steps_break_invariant_3(stores, path, monkeypatch):
     _, trials = stores.trials()
     gap_run, start_run = trials[0].run_id, trials[2].run_id
     stores.sql("DELETE FROM metrics WHERE run_uuid = ? AND key = 'val_cost' AND step IN (5, 6)",
                gap_run)
     stores.sql("DELETE FROM metrics WHERE run_uuid = ? AND key = 'train_cost' AND step = 0",
                start_run)
-    violations = stores.verify(None if path == "sql" else "http://127.0.0.1:1")
+    violations = verify_by(stores, path, monkeypatch)
     assert {(v.invariant, v.run_id) for v in violations} == {(3, gap_run), (3, start_run)}
     by_run = {v.run_id: v.message for v in violations}
     assert by_run[gap_run].startswith("metric val_cost: missing steps 5-6")
@@ -316,14 +331,33 @@ def test_a_live_sweep_in_the_middle_of_a_write_is_not_a_violation(stores):
             (LEDGER, newborn.info.run_id), (2, sweep.parent_run_id)} <= stale
 
 
-@pytest.mark.parametrize("path", ["sql", "history"])
-def test_run_nested_under_the_parent_without_the_sweep_tag_is_found(stores, path):
+@pytest.mark.parametrize("path", ["sql", "history", "untested"])
+def test_run_nested_under_the_parent_without_the_sweep_tag_is_found(stores, path, monkeypatch):
     sweep, _ = stores.trials()
     stray = stores.client.create_run(sweep.experiment_id,
                                      tags={"mlflow.parentRunId": sweep.parent_run_id})
     stores.client.set_terminated(stray.info.run_id, "KILLED")
-    violations = stores.verify(None if path == "sql" else "http://127.0.0.1:1")
+    violations = verify_by(stores, path, monkeypatch)
     assert [(v.invariant, v.message) for v in violations] == [
         (2, "run is KILLED without a nnchain.status_reason tag"),
         (LEDGER, "child run (KILLED) is not the run of any ledger trial")]
     assert {v.run_id for v in violations} == {stray.info.run_id}
+
+
+def test_a_sweep_on_an_untested_revision_is_recorded_through_the_client(
+        runs_home, ray_local, monkeypatch, capsys):
+    """MLflow newer than nnchain knows: the sweep's runs, metrics, starts and ends all go
+    through MLflow's client, say so once, and verify clean."""
+    monkeypatch.setattr(mlflow_sql, "TESTED_REVISIONS", frozenset({"0123456789ab"}))
+    monkeypatch.setattr(mlflow_sql, "_warned", False)
+    (runs_home / "spec.yaml").write_text(SPEC.replace("[0.1, 1.0]", "[0.1]"))
+    uri = f"sqlite:///{runs_home / 'runs' / 'mlflow.db'}"
+    result = run_sweep(str(runs_home / "spec.yaml"), [], SweepOptions(tracking_uri=uri))
+    assert result.status == "FINISHED"
+    ledger = open_ledger(f"sqlite:///{runs_home / 'runs' / 'ledger.db'}", create=False)
+    try:
+        assert Stores(uri, runs_home / "runs", ledger, MlflowClient(uri),
+                      result.name).verify() == []
+    finally:
+        ledger.dispose()
+    assert capsys.readouterr().err.count("not one nnchain was tested with") == 1
