@@ -1,7 +1,15 @@
-"""Ledger operations on sweeps and trials: create, find, move trials between states."""
+"""Ledger operations on sweeps and trials: create, find, move trials between states.
+
+Every trial state change is one of the named operations below (start, end, retry, requeue,
+kill), checked against ``states.TRANSITIONS`` as it is made: the UPDATE only matches rows
+whose current state may go to the new one, in the same transaction, and a row it missed
+raises ``TransitionError`` (the transaction is rolled back). ``update_trial`` writes other
+fields only.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections import Counter
@@ -9,20 +17,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, false, func, literal_column, select, update
 
 from nnchain.errors import SpecError
-from nnchain.ledger.models import (
+from nnchain.ledger.models import Checkpoint, Sweep, Trial, utcnow
+from nnchain.ledger.states import (
     ENDED,
     FINISHED,
+    KILLED,
     PENDING,
     RUNNING,
-    Checkpoint,
-    Sweep,
-    Trial,
-    utcnow,
+    TRANSITIONS,
+    TRIAL_STATES,
+    check_transition,
 )
 from nnchain.ledger.store import Ledger
+
+# The states a trial may be in to move to each state (itself included: a write retried
+# after its answer was lost finds it already done).
+PREDECESSORS: dict[str, frozenset[str]] = {
+    new: frozenset({new} | {old for old, targets in TRANSITIONS.items() if new in targets})
+    for new in TRIAL_STATES}
 
 
 def new_sweep_id() -> str:
@@ -122,48 +137,144 @@ def update_sweep(ledger: Ledger, sweep_id: str, **values: Any) -> None:
 
 
 def update_trial(ledger: Ledger, trial_id: int, **values: Any) -> None:
+    """Write fields of a trial other than its state (``last_step``, ``run_id``, ...).
+
+    Not checked against the table: the runner changes states only through the operations
+    below; tests that build a ledger in a given state may pass ``state`` here."""
     with ledger.session() as session:
         session.execute(update(Trial).where(Trial.id == trial_id).values(**values))
 
 
 def start_values(run_id: str, attempt: int, worker: str = "") -> dict:
-    """A trial's ledger values when it starts, for ``write_trials``."""
+    """A trial's ledger values when it starts (PENDING -> RUNNING), for ``write_trials``."""
     now = utcnow()
     return {"state": RUNNING, "run_id": run_id, "attempt": attempt, "started_at": now,
             "heartbeat_at": now, "reason": "", "worker": worker}
 
 
+def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int,
+                worker: str = "") -> None:
+    """PENDING -> RUNNING, alone (the driver batches starts through ``write_trials``)."""
+    write_trials(ledger, starts={trial_id: start_values(run_id, attempt, worker)})
+
+
 def end_trial(ledger: Ledger, trial_id: int, state: str, reason: str = "",
               **values: Any) -> None:
+    """RUNNING -> FINISHED, FAILED or KILLED (PENDING -> FAILED or KILLED: never started)."""
+    if state not in ENDED:
+        raise ValueError(f"state must be one of {', '.join(ENDED)}, got {state!r}")
     write_trials(ledger, ends=[(trial_id, state, reason, values)])
+
+
+def retry_trial(ledger: Ledger, trial_id: int, *, retries: int, attempt: int,
+                reason: str) -> None:
+    """RUNNING -> PENDING: its worker was lost; it runs again as ``attempt``."""
+    with ledger.session() as session:
+        _update_trials(session, [{"trial": trial_id, "state": PENDING, "retries": retries,
+                                  "attempt": attempt, "reason": reason}])
+
+
+def requeue_trials(ledger: Ledger, trial_ids: Iterable[int]) -> None:
+    """FAILED or KILLED -> PENDING, for a resume to run them again (and RUNNING -> PENDING:
+    a trial whose driver is gone and that no reaper closed). A FINISHED trial is refused."""
+    rows = [{"trial": trial_id, "state": PENDING} for trial_id in trial_ids]
+    if rows:
+        with ledger.session() as session:
+            _update_trials(session, rows)
+
+
+def kill_trials(ledger: Ledger, trial_ids: Iterable[int], reason: str) -> None:
+    """RUNNING (or PENDING) -> KILLED, in one transaction: cancelled, or their driver lost."""
+    now = utcnow()
+    rows = [{"trial": trial_id, "state": KILLED, "reason": reason, "ended_at": now}
+            for trial_id in trial_ids]
+    if rows:
+        with ledger.session() as session:
+            _update_trials(session, rows)
+
+
+def beat_trials(ledger: Ledger, trial_ids: Sequence[int]) -> None:
+    """The running trials' heartbeat."""
+    if trial_ids:
+        with ledger.session() as session:
+            session.execute(update(Trial).where(Trial.id.in_(list(trial_ids)))
+                            .values(heartbeat_at=utcnow()))
 
 
 def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
                  progress: Mapping[int, dict] | None = None,
                  ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
     """In one transaction: trials started (trial id -> ``start_values``), their progress
-    (trial id -> values), then trials ended (trial id, state, reason, other values)."""
+    (trial id -> values, no state), then trials ended (trial id, state, reason, other
+    values; each trial at most once). Each state change is checked against the table.
+
+    A trial started and ended in the same call is one row, its start's values under its
+    end's, checked as PENDING -> RUNNING -> end: the same call retried after its answer was
+    lost then finds it ended, and is accepted."""
     now = utcnow()
+    starts = dict(starts or {})
+    ended: list[dict] = []
+    started_and_ended: list[dict] = []
+    # ends of one state together: one executemany each
+    for trial_id, state, reason, values in sorted(ends, key=lambda end: end[1]):
+        start = starts.pop(trial_id, None)
+        row = {"trial": trial_id, **(start or {}), "state": state, "reason": reason,
+               "ended_at": now, **values}
+        (ended if start is None else started_and_ended).append(row)
     rows = [{"trial": trial_id, **values}
-            for changes in (starts or {}, progress or {}) for trial_id, values in changes.items()]
-    for trial_id, state, reason, values in ends:
-        assert state in (*ENDED, PENDING)
-        rows.append({"trial": trial_id, "state": state, "reason": reason, "ended_at": now,
-                     **values})
-    if not rows:
+            for changes in (starts, progress or {}) for trial_id, values in changes.items()]
+    if not (rows or ended or started_and_ended):
         return
     with ledger.session() as session:
-        _update_trials(session, rows)
+        _update_trials(session, rows + ended)
+        _update_trials(session, started_and_ended, via=RUNNING)
 
 
-def _update_trials(session, rows: list[dict]) -> None:
-    """Trial rows updated by id (each row's "trial"), one ``executemany`` per run of rows
-    with the same columns; an id no longer in the table is skipped."""
+def _allowed(state: str, via: str | None) -> frozenset[str]:
+    """The states a trial may be in to move to ``state`` (through ``via``, if given)."""
+    if via is None:
+        return PREDECESSORS.get(state, frozenset())
+    return frozenset({state}) | (PREDECESSORS.get(via, frozenset())
+                                 if via in PREDECESSORS.get(state, ()) else frozenset())
+
+
+@functools.cache
+def _update_statement(state: str | None, via: str | None = None):
+    """UPDATE of one trial by id; with a new ``state``, only from the states allowed."""
     table = Trial.__table__
     statement = update(table).where(table.c.id == bindparam("trial"))
+    if state is not None:
+        # the states as SQL literals (our own constants): executemany takes no expanding IN
+        allowed = [literal_column(f"'{old}'") for old in sorted(_allowed(state, via))]
+        statement = statement.where(table.c.state.in_(allowed) if allowed else false())
+    return statement
+
+
+def _update_trials(session, rows: list[dict], via: str | None = None) -> None:
+    """Trial rows updated by id (each row's "trial"), one ``executemany`` per run of rows
+    with the same columns and new state; an id no longer in the table is skipped. A state
+    change the table refuses raises ``TransitionError``."""
     connection = session.connection()
-    for _, group in groupby(rows, key=lambda row: tuple(row)):
-        connection.execute(statement, list(group))
+    for (_, state), group in groupby(rows, key=lambda row: (tuple(row), row.get("state"))):
+        group = list(group)
+        result = connection.execute(_update_statement(state, via), group)
+        if state is not None and result.rowcount != len(group):
+            _raise_refused(connection, [row["trial"] for row in group], state, via)
+
+
+def _raise_refused(connection, trial_ids: list[int], state: str, via: str | None) -> None:
+    """Name the first trial whose change to ``state`` was refused: rows the UPDATE took
+    are in ``state`` now, refused ones are still in theirs, missing ones are skipped."""
+    table = Trial.__table__
+    current = dict(connection.execute(select(table.c.id, table.c.state)
+                                      .where(table.c.id.in_(trial_ids))).all())
+    for trial_id in trial_ids:
+        if trial_id in current:
+            if via is not None and current[trial_id] != state:
+                check_transition(trial_id, current[trial_id], via)
+                check_transition(trial_id, via, state)
+            else:
+                check_transition(trial_id, current[trial_id], state)
 
 
 def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -> None:

@@ -1,9 +1,10 @@
-"""The sweep driver's loop: dispatch packs of trials to Ray, record what comes back.
+"""The sweep driver's loop: dispatch packs of trials to an executor, record what comes back.
 
 The driver is the one writer: worker tasks stream messages, the driver writes metrics
 to MLflow in bulk, runs' status and tags through ``MlflowClient``, and trial states,
-checkpoints and heartbeats to the ledger. Tasks in flight are bounded and their
-messages are taken in completion order with ``ray.wait``.
+checkpoints and heartbeats to the ledger. It talks to an ``Executor`` (Ray in
+production, see ``runner/executor.py``), never to Ray itself: tasks in flight are
+bounded and their messages are taken in completion order.
 """
 
 from __future__ import annotations
@@ -18,35 +19,39 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import ray
-from sqlalchemy import update
-
-from nnchain.job import Split
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.models import (
+from nnchain.ledger.models import Sweep, Trial, utcnow
+from nnchain.ledger.states import (
     ENDED,
     FAILED,
     FINISHED,
     KILLED,
     PENDING,
     RUNNING,
-    Sweep,
-    Trial,
-    utcnow,
+    check_transition,
 )
 from nnchain.ledger.store import Ledger
-from nnchain.runner.task import Work, run_pack
+from nnchain.runner.executor import Executor, Handle, TaskEnded
+from nnchain.runner.messages import CheckpointSaved, End, Metrics, Start
+from nnchain.runner.task import Work
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import Block, MetricWriter
 from nnchain.tracking.retry import is_transient, with_retry
 
-# The trial task: a streaming generator, so the driver sees each message as it comes.
-remote_pack = ray.remote(num_returns="streaming", max_retries=0)(run_pack)
+# A trial handed to a task that has not started it yet: in the driver's memory only, the
+# ledger still says PENDING (and the counts do too).
+QUEUED = "QUEUED"
+
+
+def ledger_state(state: str) -> str:
+    """The ledger's name for a state of the driver's memory."""
+    return PENDING if state == QUEUED else state
 
 
 @dataclass
 class Live:
-    """What the driver knows of one trial while the sweep runs."""
+    """What the driver knows of one trial while the sweep runs. Its ``state`` changes only
+    through ``Driver._move``, which keeps the counts."""
 
     trial_id: int
     key: str
@@ -67,7 +72,7 @@ class Live:
 
 @dataclass
 class Snapshot:
-    """Progress of a sweep, for the display."""
+    """Progress of a sweep, for the display: ``counts`` by ledger state."""
 
     total: int
     counts: Counter
@@ -91,8 +96,12 @@ class Settings:
 
 
 # Buffered metric values that start a flush before its time: the sweep's last flush,
-# which nothing overlaps, stays short (~0.15 s into SQLite here).
+# which nothing overlaps, stays short.
 FLUSH_VALUES = 25_000
+
+# How often the loop beats for its running trials, checks their timeouts and reads the
+# sweep's cancel request.
+BEAT_SECONDS = 1.0
 
 
 class StopSweep(Exception):
@@ -101,17 +110,17 @@ class StopSweep(Exception):
 
 class Driver:
     def __init__(self, *, ledger: Ledger, client, writer: MetricWriter, sweep: Sweep,
-                 datasets: list[Split], data_keys: list[str], settings: Settings,
+                 executor: Executor, data_keys: list[str], settings: Settings,
                  on_progress: Callable[[Snapshot], None] | None = None) -> None:
         self.ledger, self.client, self.writer, self.sweep = ledger, client, writer, sweep
+        self.executor = executor
         self.settings = settings
         self.on_progress = on_progress
-        self.data_refs = [ray.put(split) for split in datasets]
         self.data_keys = data_keys
         self.live: dict[int, Live] = {}
         self.queue: deque[Work] = deque()
-        self.in_flight: dict = {}  # generator -> list of trial ids
-        self.counts: Counter = Counter()
+        self.in_flight: dict[Handle, list[int]] = {}  # task -> its trial ids
+        self._counts: Counter = Counter()  # by ledger state, kept by ``_move`` alone
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
         self._last_flush = self._last_beat = time.monotonic()
@@ -120,24 +129,44 @@ class Driver:
         self._ends: list[tuple] = []
         self._creating: set[int] = set()  # trials whose run create was sent at least once
         self.stop_reason = ""  # set by Ctrl-C or `sweep cancel`: stop at the next turn
+        self._handlers: dict[type, Callable] = {
+            Start: self._on_start, Metrics: self._on_metrics,
+            CheckpointSaved: self._on_checkpoint, End: self._on_end}
+
+    @property
+    def counts(self) -> Counter:
+        """Trials by ledger state (states with none left out)."""
+        return +self._counts
+
+    def _move(self, live: Live, state: str) -> None:
+        """The one place a trial's state changes in memory: checked against the ledger's
+        table, counted."""
+        old, new = ledger_state(live.state), ledger_state(state)
+        check_transition(live.trial_id, old, new)
+        self._counts[old] -= 1
+        self._counts[new] += 1
+        live.state = state
 
     # ---- setup -------------------------------------------------------------------------
     def load(self, trials: Sequence[Trial]) -> None:
-        """Take the sweep's trials; those not FINISHED are queued (from their checkpoints)."""
+        """Take the sweep's trials; those not FINISHED are requeued in the ledger (a
+        resume) and queued here, from their checkpoints."""
         checkpoints = ledger_ops.unfinished_checkpoints(self.ledger, self.sweep.id)
+        requeued = [trial.id for trial in trials if trial.state not in (FINISHED, PENDING)]
+        with_retry(ledger_ops.requeue_trials, self.ledger, requeued, what="the ledger")
         for trial in trials:
-            live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
-                        trial.overrides, self.data_keys.index(_data_key(trial.config)),
-                        run_id=trial.run_id, artifact_uri=trial.artifact_uri,
-                        attempt=trial.attempt, retries=trial.retries,
-                        last_step=trial.last_step, summary=dict(trial.summary or {}),
-                        state=trial.state)
-            self.live[trial.id] = live
+            self.live[trial.id] = Live(
+                trial.id, trial.key, trial.index, trial.repeat, trial.config, trial.overrides,
+                self.data_keys.index(_data_key(trial.config)), run_id=trial.run_id,
+                artifact_uri=trial.artifact_uri, attempt=trial.attempt, retries=trial.retries,
+                last_step=trial.last_step, summary=dict(trial.summary or {}), state=trial.state)
+        self._counts = Counter(live.state for live in self.live.values())
+        for trial in trials:
+            live = self.live[trial.id]
             if trial.state == FINISHED:
-                self.counts[FINISHED] += 1
                 self._consider_best(live, trial.metric)
             else:
-                live.state = PENDING
+                self._move(live, PENDING)
                 self.queue.append(self._work(live, checkpoints.get(trial.id)))
         self._progress()
 
@@ -160,9 +189,8 @@ class Driver:
                 if self.stop_reason:
                     raise StopSweep(self.stop_reason)
                 self._submit()
-                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=0.2)
-                for generator in ready:
-                    self._take(generator)
+                for handle in self.executor.wait(list(self.in_flight), timeout=0.2):
+                    self._take(handle)
                 self._housekeeping()
         except (KeyboardInterrupt, StopSweep):
             self._stop_all(self.stop_reason or "interrupted by the user")
@@ -192,17 +220,15 @@ class Driver:
         while self.queue and self._has_room():
             size = pack_size(len(self.queue), self.settings.pack, self.settings.max_concurrent)
             pack = [self.queue.popleft() for _ in range(size)]
-            generator = remote_pack.options(num_cpus=self.settings.cpus_per_trial).remote(
-                pack, max(1, int(self.settings.cpus_per_trial)), self.settings.flush_seconds,
-                *self.data_refs)
-            self.in_flight[generator] = [w.trial_id for w in pack]
+            handle = self.executor.submit(pack)
+            self.in_flight[handle] = [w.trial_id for w in pack]
             for work in pack:
-                self.live[work.trial_id].state = "QUEUED"
+                self._move(self.live[work.trial_id], QUEUED)
 
     def _has_room(self) -> bool:
         """Whether another task may go out. Bounding trials rather than tasks lets the
         small packs at a sweep's end queue in Ray, which hands each to the first free
-        worker without waiting for the driver (busy writing, up to ~0.2 s here)."""
+        worker without waiting for the driver (busy writing)."""
         settings = self.settings
         if settings.trials_in_flight:
             waiting = sum(self.live[t].state not in ENDED
@@ -210,25 +236,22 @@ class Driver:
             return waiting < settings.trials_in_flight
         return len(self.in_flight) < (settings.in_flight or max(1, settings.max_concurrent))
 
-    def _take(self, generator) -> None:
-        try:
-            message = ray.get(next(generator))
-        except StopIteration:
-            self._finish_pack(generator, None)
-            return
-        except Exception as exc:  # the worker, its node or the object died: transient
-            self._finish_pack(generator, exc)
-            return
-        handler = getattr(self, f"_on_{message[0]}")
-        handler(*message[1:])
+    def _take(self, handle: Handle) -> None:
+        message = self.executor.take(handle)
+        if isinstance(message, TaskEnded):
+            self._finish_pack(handle, message.error)
+        else:
+            self._handlers[type(message)](message)
 
     # ---- messages ----------------------------------------------------------------------
-    def _on_start(self, trial_id: int, attempt: int, start_ms: int, worker: str = "") -> None:
-        live = self.live[trial_id]
-        live.state, live.started = RUNNING, time.monotonic()
-        with_retry(self._open_run, live, attempt, start_ms, what="the MLflow store")
-        self._starts[trial_id] = ledger_ops.start_values(live.run_id, attempt, worker)
-        self.counts[RUNNING] += 1
+    def _on_start(self, message: Start) -> None:
+        live = self.live[message.trial_id]
+        self._move(live, RUNNING)
+        live.started = time.monotonic()
+        with_retry(self._open_run, live, message.attempt, message.start_ms,
+                   what="the MLflow store")
+        self._starts[live.trial_id] = ledger_ops.start_values(live.run_id, message.attempt,
+                                                              message.worker)
         self._progress()
 
     def _open_run(self, live: Live, attempt: int, start_ms: int) -> None:
@@ -252,8 +275,9 @@ class Driver:
                 repeat=live.repeat, attempt=attempt, config=live.config,
                 overrides=live.overrides, start_ms=start_ms)
 
-    def _on_metrics(self, trial_id: int, first_step: int, columns: dict, stamps: list) -> None:
-        live = self.live[trial_id]
+    def _on_metrics(self, message: Metrics) -> None:
+        live = self.live[message.trial_id]
+        columns, stamps, first_step = message.columns, message.stamps, message.first_step
         _update_summary(live.summary, columns)  # replayed steps repeat recorded values
         skip = max(0, live.last_step + 1 - first_step)  # steps already recorded (a retry)
         if skip >= len(stamps):
@@ -263,36 +287,33 @@ class Driver:
             stamps, first_step = stamps[skip:], first_step + skip
         self.writer.add(Block(live.run_id, first_step, columns, stamps))
         live.last_step = first_step + len(stamps) - 1
-        self._dirty.add(trial_id)
+        self._dirty.add(live.trial_id)
 
-    def _on_checkpoint(self, trial_id: int, epoch: int, payload: bytes) -> None:
+    def _on_checkpoint(self, message: CheckpointSaved) -> None:
         self._flush()  # metrics up to the checkpoint are in MLflow before it counts
-        with_retry(ledger_ops.save_checkpoint, self.ledger, trial_id, epoch, payload,
-                   what="the ledger")
+        with_retry(ledger_ops.save_checkpoint, self.ledger, message.trial_id, message.epoch,
+                   message.payload, what="the ledger")
 
-    def _on_end(self, trial_id: int, status: str, reason: str, epochs: int, final: dict,
-                weights: bytes | None, seconds: float, permanent: bool) -> None:
+    def _on_end(self, message: End) -> None:
         """A trial ended: its weights are stored now; its run and ledger row are closed at
         the next flush, after its metrics (so a FINISHED trial never lacks metrics)."""
-        live = self.live[trial_id]
+        live, status, reason = self.live[message.trial_id], message.status, message.reason
         metric = _metric_value(live.summary, self.sweep.metric_name) if status == FINISHED \
             else None
-        if weights is not None:
-            with_retry(sweep_runs.log_weights, self.client, live.run_id, weights,
+        if message.weights is not None:
+            with_retry(sweep_runs.log_weights, self.client, live.run_id, message.weights,
                        live.artifact_uri, what="the MLflow store")
         self.writer.end_run(live.run_id, status,
                             {"nnchain.status_reason": reason[:5000]} if reason else None)
-        self._ends.append((live, status, reason, epochs, seconds, metric))
-        self.counts[RUNNING] -= 1
-        self.counts[status] += 1
-        live.state = status
+        self._ends.append((live, status, reason, message.epochs, message.seconds, metric))
+        self._move(live, status)
         if status == FINISHED:
             self._consider_best(live, metric)
         self._progress()
 
-    def _finish_pack(self, generator, error: Exception | None) -> None:
+    def _finish_pack(self, handle: Handle, error: BaseException | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
-        trial_ids = self.in_flight.pop(generator)
+        trial_ids = self.in_flight.pop(handle)
         if any(self.live[t].state == RUNNING for t in trial_ids):
             self._flush()  # their starts and progress first, then their retry
         for trial_id in trial_ids:
@@ -300,17 +321,15 @@ class Driver:
             if live.state in ENDED:
                 continue
             if live.state == RUNNING:
-                self.counts[RUNNING] -= 1
                 live.retries += 1
                 reason = _lost_reason(error)
                 if live.retries > self.settings.max_retries:
                     self._fail(live, f"{reason}; retries exhausted ({self.settings.max_retries})")
                     continue
                 live.attempt += 1
-                with_retry(ledger_ops.update_trial, self.ledger, trial_id, state=PENDING,
-                           retries=live.retries, attempt=live.attempt, reason=reason,
-                           what="the ledger")
-            live.state = PENDING
+                with_retry(ledger_ops.retry_trial, self.ledger, trial_id, retries=live.retries,
+                           attempt=live.attempt, reason=reason, what="the ledger")
+            self._move(live, PENDING)
             self.queue.appendleft(self._work(
                 live, ledger_ops.load_checkpoint(self.ledger, trial_id)))
 
@@ -322,8 +341,7 @@ class Driver:
         with_retry(ledger_ops.end_trial, self.ledger, live.trial_id, FAILED, reason,
                    retries=live.retries, last_step=live.last_step, summary=live.summary,
                    what="the ledger")
-        live.state = FAILED
-        self.counts[FAILED] += 1
+        self._move(live, FAILED)
         self._progress()
 
     # ---- periodic work -----------------------------------------------------------------
@@ -332,7 +350,7 @@ class Driver:
         if now - self._last_flush >= self.settings.flush_seconds or \
                 self.writer.pending_values >= FLUSH_VALUES:
             self._flush()
-        if now - self._last_beat >= 1.0:
+        if now - self._last_beat >= BEAT_SECONDS:
             self._last_beat = now
             try:
                 self._heartbeat()
@@ -353,11 +371,8 @@ class Driver:
                     return
 
     def _heartbeat(self) -> None:
-        running = [live.trial_id for live in self.live.values() if live.state == RUNNING]
-        if running:
-            with self.ledger.session() as session:
-                session.execute(update(Trial).where(Trial.id.in_(running))
-                                .values(heartbeat_at=utcnow()))
+        ledger_ops.beat_trials(self.ledger, [live.trial_id for live in self.live.values()
+                                             if live.state == RUNNING])
         if ledger_ops.find_sweep(self.ledger, self.sweep.id).cancel_requested:
             self.stop_reason = "cancelled"
 
@@ -365,15 +380,14 @@ class Driver:
         timeout = self.settings.trial_timeout
         if not timeout:
             return
-        for generator, trial_ids in list(self.in_flight.items()):
+        for handle, trial_ids in list(self.in_flight.items()):
             for trial_id in trial_ids:
                 live = self.live[trial_id]
                 if live.state == RUNNING and time.monotonic() - live.started > timeout:
-                    ray.cancel(generator, force=True)
-                    self.counts[RUNNING] -= 1
+                    self.executor.cancel(handle)
                     live.retries = self.settings.max_retries  # a hung trial is not retried
                     self._fail(live, f"timed out after {timeout:g} s")
-                    self._finish_pack(generator, None)
+                    self._finish_pack(handle, None)
                     break
 
     def _flush(self) -> None:
@@ -399,17 +413,18 @@ class Driver:
 
     def _stop_all(self, reason: str) -> None:
         """Cancel the tasks in flight and mark their running trials KILLED."""
-        for generator in list(self.in_flight):
-            ray.cancel(generator, force=True)
+        for handle in list(self.in_flight):
+            self.executor.cancel(handle)
         self._flush()
-        for live in self.live.values():
-            if live.state == RUNNING:
-                sweep_runs.end_run(self.client, live.run_id, KILLED, reason)
-                ledger_ops.end_trial(self.ledger, live.trial_id, KILLED, reason,
-                                     last_step=live.last_step, summary=live.summary)
-                live.state = KILLED
-                self.counts[RUNNING] -= 1
-                self.counts[KILLED] += 1
+        running = [live for live in self.live.values() if live.state == RUNNING]
+        for live in running:
+            sweep_runs.end_run(self.client, live.run_id, KILLED, reason)
+        ledger_ops.write_trials(self.ledger, ends=[
+            (live.trial_id, KILLED, reason, {"last_step": live.last_step,
+                                             "summary": live.summary})
+            for live in running])
+        for live in running:
+            self._move(live, KILLED)
         self.in_flight.clear()
 
     # ---- best and progress -------------------------------------------------------------
@@ -424,7 +439,7 @@ class Driver:
         if self.on_progress is None:
             return
         best, key = self.best if self.best else (None, None)
-        self.on_progress(Snapshot(total=len(self.live), counts=Counter(self.counts), best=best,
+        self.on_progress(Snapshot(total=len(self.live), counts=self.counts, best=best,
                                   best_key=key, metric=self.sweep.metric_name,
                                   elapsed=time.monotonic() - self.started))
 

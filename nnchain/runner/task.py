@@ -1,9 +1,10 @@
 """The Ray task: trains a pack of trials in turn and streams what happens to the driver.
 
 The task is a streaming generator. It never writes to MLflow or the ledger: it yields
-messages (start, metrics, checkpoint, end) and the driver, the one writer, records
-them. Metrics leave the worker at most every ``flush_seconds`` and at each trial's end,
-in columns (one array per metric key), so curves show while a trial trains.
+messages (``nnchain.runner.messages``: start, metrics, checkpoint, end) and the driver,
+the one writer, records them. Metrics leave the worker at most every ``flush_seconds``
+and at each trial's end, in columns (one array per metric key), so curves show while a
+trial trains.
 Short trials are packed several to a task so that Ray's per-task cost stays small.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from nnchain.errors import DivergedError
 from nnchain.job import FAILED, FINISHED, Split, build_job
+from nnchain.runner.messages import CheckpointSaved, End, Message, Metrics, Start
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,12 @@ class _Columns:
             column.append(value)
         self.timestamps.append(_now_ms())
 
-    def take(self, trial_id: int) -> tuple | None:
+    def take(self, trial_id: int) -> Metrics | None:
         if not self.timestamps:
             return None
-        message = ("metrics", trial_id, self.first_step,
-                   {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()},
-                   self.timestamps)
+        message = Metrics(trial_id, self.first_step,
+                          {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()},
+                          self.timestamps)
         self.first_step += len(self.timestamps)
         self.columns, self.timestamps = {}, []
         return message
@@ -76,18 +78,18 @@ def weights_bytes(weights: dict[str, np.ndarray] | None) -> bytes | None:
     return buffer.getvalue()
 
 
-def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[tuple]:
+def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message]:
     """Train one trial, yielding start / metrics / checkpoint / end messages."""
     from nnchain.checkpoint import pack_checkpoint, restore_checkpoint
 
     started = time.perf_counter()
-    yield ("start", work.trial_id, work.attempt, _now_ms(), f"{socket.gethostname()}:{os.getpid()}")
+    yield Start(work.trial_id, work.attempt, _now_ms(), f"{socket.gethostname()}:{os.getpid()}")
     try:
         job = build_job(work.config, data=data)
         start_epoch = restore_checkpoint(job, work.checkpoint) if work.checkpoint else 0
     except Exception as exc:  # a trial's own config or data: permanent, not retried
-        yield ("end", work.trial_id, FAILED, f"{type(exc).__name__}: {exc}", 0, {}, None,
-               time.perf_counter() - started, True)
+        yield End(work.trial_id, FAILED, f"{type(exc).__name__}: {exc}", 0, {}, None,
+                  time.perf_counter() - started, True)
         return
     columns = _Columns(start_epoch)
     last_flush = time.monotonic()
@@ -106,18 +108,18 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[tuple]:
                     yield message
                 last_flush = time.monotonic()
             if due:
-                yield ("checkpoint", work.trial_id, epochs_run, pack_checkpoint(job, epochs_run))
+                yield CheckpointSaved(work.trial_id, epochs_run, pack_checkpoint(job, epochs_run))
     except DivergedError as exc:
         status, reason = FAILED, str(exc)
     message = columns.take(work.trial_id)
     if message is not None:
         yield message
-    yield ("end", work.trial_id, status, reason, epochs_run, dict(final),
-           weights_bytes(job.network.get_weights()), time.perf_counter() - started, False)
+    yield End(work.trial_id, status, reason, epochs_run, dict(final),
+              weights_bytes(job.network.get_weights()), time.perf_counter() - started, False)
 
 
 def run_pack(works: list[Work], cpus: int, flush_seconds: float,
-             *datasets: Split) -> Iterator[tuple]:
+             *datasets: Split) -> Iterator[Message]:
     """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
@@ -130,5 +132,5 @@ def run_pack(works: list[Work], cpus: int, flush_seconds: float,
                 yield from run_trial(work, datasets[work.data_index], flush_seconds)
             except Exception as exc:  # a bug in nnchain itself: report it as the trial's end
                 reason = f"{type(exc).__name__}: {exc}"
-                yield ("end", work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)
+                yield End(work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)
                 traceback.print_exc()

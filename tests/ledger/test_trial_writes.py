@@ -75,7 +75,8 @@ def test_unfinished_checkpoints_of_the_sweep_only(ledger):
     for index in ids:
         ledger_ops.save_checkpoint(ledger, ids[index], 10 * index, f"weights {index}".encode())
     ledger_ops.save_checkpoint(ledger, ids[1], 15, b"later")  # the latest one counts
-    ledger_ops.write_trials(ledger, ends=[(ids[0], FINISHED, "", {})])
+    ledger_ops.write_trials(ledger, starts={ids[0]: ledger_ops.start_values("run0", 0)},
+                            ends=[(ids[0], FINISHED, "", {})])
     assert ledger_ops.unfinished_checkpoints(ledger, "s1") == {
         ids[1]: (15, b"later"), ids[2]: (20, b"weights 2")}
     assert ledger_ops.unfinished_checkpoints(ledger, "another") == {}
