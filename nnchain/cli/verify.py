@@ -12,13 +12,15 @@ import click
 
 from nnchain.cli import options
 from nnchain.cli.main import EXIT_FAILED, EXIT_OK
+from nnchain.runner.identity import DEFAULT_GRACE_SECONDS
 
 
 @click.command("verify")
 @click.argument("sweep_ref", metavar="SWEEP")
 @options.tracking_uri
 @options.ledger_url
-@click.option("--grace", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_SECONDS,
+              show_default=True,
               help="Seconds without a heartbeat after which a RUNNING sweep counts as stopped.")
 @options.output_format
 @click.pass_context

@@ -41,6 +41,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# Columns added later are nullable and added on open (``store.add_missing_columns``): an
+# older nnchain still reads a newer ledger, so the version only changes when it cannot.
 SCHEMA_VERSION = "1"
 
 
@@ -78,6 +80,12 @@ class Sweep(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     driver: Mapped[str] = mapped_column(String(200), default="")  # host:pid of the driver
+    # The driver's process (``nnchain.runner.identity``), checked on its host by the reaper.
+    # Nullable: added to ledgers an older nnchain made (``store.add_missing_columns``).
+    driver_host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    driver_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    driver_started: Mapped[float | None] = mapped_column(Float, nullable=True)  # s after boot
+    driver_space: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Trial(Base):

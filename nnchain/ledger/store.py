@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,6 +81,7 @@ class Ledger:
         except SQLAlchemyError:
             # another process may have created them between the check and the create
             Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         with self.session() as session:
             found = session.get(Meta, "schema_version")
             if found is None:
@@ -125,6 +126,9 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
         else:
             with ledger.engine.connect():
                 pass
+            if missing_columns(ledger.engine):  # a ledger an older nnchain made
+                with creation_lock(url):
+                    add_missing_columns(ledger.engine)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the ledger {redact(url)}: "
                          f"{str(exc).splitlines()[0]}") from None
@@ -135,3 +139,54 @@ def ledger_exists(url: str) -> bool:
     """Whether an SQLite ledger file exists (other databases: assumed to)."""
     db_file = sqlite_path(url)
     return db_file is None or Path(db_file).exists()
+
+
+def open_existing_ledger(tracking_uri: str | None, ledger_url: str | None) -> Ledger:
+    """The ledger beside the tracking store (or at ``ledger_url``), which must exist: for
+    the commands that read or close recorded sweeps; no tables are created."""
+    from nnchain.tracking.store import resolve_tracking_uri
+
+    url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
+    if not ledger_exists(url):
+        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
+                                        f"ledger at {redact(url)}; run `nnchain sweep run` "
+                                        f"first")
+    return open_ledger(url, create=False)
+
+
+def missing_columns(engine: Engine) -> dict[str, list[str]]:
+    """Per existing table, the model's columns it lacks (an older nnchain made it)."""
+    inspector = inspect(engine)
+    missing = {}
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue  # not made yet (another process may be creating the ledger)
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        absent = [column.name for column in table.columns if column.name not in present]
+        if absent:
+            missing[table.name] = absent
+    return missing
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Add the columns a newer nnchain mapped to tables an older one made (idempotent). Call
+    it under the creation lock: the check and the ALTERs must not interleave with another's.
+
+    Only nullable columns are ever added, so the older nnchain's INSERTs still work and the
+    schema version stays: the upgrade is additive, in both directions.
+    """
+    missing = missing_columns(engine)
+    if not missing:
+        return
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.begin() as connection:
+        for table_name, names in missing.items():
+            table = Base.metadata.tables[table_name]
+            for name in names:
+                column = table.columns[name]
+                if not column.nullable:  # a bug in models.py, not a user's error
+                    raise StoreError(f"column {table_name}.{name} must be nullable to be "
+                                     f"added to an existing ledger")
+                connection.execute(text(
+                    f"ALTER TABLE {quote(table_name)} ADD COLUMN {quote(name)} "
+                    f"{column.type.compile(dialect=engine.dialect)}"))

@@ -10,30 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nnchain.errors import SpecError
-from nnchain.ledger.store import Ledger, ledger_exists, open_ledger, resolve_ledger_url
+from nnchain.ledger.store import (  # noqa: F401 - open_existing_ledger: re-exported
+    Ledger,
+    open_existing_ledger,
+)
 from nnchain.report import table
 from nnchain.report.filters import parse_where, where_all
 from nnchain.report.keys import Catalog
 from nnchain.report.query import Loaded, load_trials
 from nnchain.report.table import Comparison
-from nnchain.tracking.store import resolve_tracking_uri
-
-
-def open_existing_ledger(tracking_uri: str | None, ledger_url: str | None) -> Ledger:
-    """The ledger beside the tracking store (or at ``ledger_url``), opened without creating
-    anything: a report never writes."""
-    url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
-    if not ledger_exists(url):
-        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
-                                        f"ledger at {url}; run `nnchain sweep run` first")
-    return open_ledger(url, create=False)
 
 
 def compare_sweeps(ledger: Ledger, refs: Sequence[str], *, where: Sequence[str] = (),
                    sort: str | None = None, top: int | None = None,
                    columns: Sequence[str] | None = None,
                    group_by: Sequence[str] | None = None) -> Comparison:
-    """Compare the trials of the sweeps ``refs`` (names, ids or unique id prefixes).
+    """Compare the trials of the sweeps ``refs`` (names, ids or unique id prefixes); no
+    refs: the newest sweep of the ledger, as ``nnchain sweep status`` takes it.
 
     ``where``: ``KEY OP VALUE`` expressions that must all hold (see ``filters``).
     ``sort``: ``KEY`` ascending or ``-KEY`` descending; default the first sweep's metric,
@@ -45,7 +38,9 @@ def compare_sweeps(ledger: Ledger, refs: Sequence[str], *, where: Sequence[str] 
     count of all its trials.
     """
     if not refs:
-        raise SpecError("SWEEP", "must name at least one sweep (by name or id), got none")
+        from nnchain.ledger.report import newest_sweep
+
+        refs = [newest_sweep(ledger).id]
     return compare_loaded(load_trials(ledger, refs), where=where, sort=sort, top=top,
                           columns=columns, group_by=group_by)
 

@@ -1,16 +1,19 @@
-"""The reaper: sweeps whose driver stopped heartbeating are closed, runs included.
+"""The reaper: sweeps whose driver is gone are closed, runs included.
 
-A driver heartbeats into its sweep's ledger row every second. When the heartbeat is
-older than the grace period, the driver is gone (killed, machine rebooted): the next
-``sweep run``, ``resume``, ``status`` or ``cancel`` marks its RUNNING trials KILLED in
-the ledger and in MLflow, ends the parent run, and leaves the sweep resumable. Two
-reapers racing is harmless: a conditional UPDATE lets only one of them claim a sweep.
+A sweep's ledger row names its driver process (``nnchain.runner.identity``), which
+heartbeats into the row every second. On the driver's host its process is checked: gone
+(killed, its pid reused) means the sweep is reaped at once, running means it never is.
+From another host nothing can be checked and the heartbeat decides: older than the grace
+period, the driver is taken for gone (killed, machine rebooted). The next ``sweep run``,
+``resume``, ``status`` or ``cancel`` then marks its RUNNING trials KILLED in the ledger and
+in MLflow, ends the parent run, and leaves the sweep resumable. Two reapers racing is
+harmless: a conditional UPDATE lets only one of them claim a sweep.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
@@ -24,37 +27,115 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.runner.identity import (  # noqa: F401 - the grace: imported from here
+    DEFAULT_GRACE_SECONDS,
+    GRACE_ENV,
+    ProcessIdentity,
+    grace_seconds,
+    process_alive,
+)
 
-DEFAULT_GRACE_SECONDS = 60.0
-GRACE_ENV = "NNCHAIN_GRACE_SECONDS"
+
+def driver_values(identity: ProcessIdentity) -> dict:
+    """The sweep row's driver columns for ``identity`` (``driver`` the display label)."""
+    return {"driver": identity.label, "driver_host": identity.host,
+            "driver_pid": identity.pid, "driver_started": identity.started,
+            "driver_space": identity.space}
 
 
-def grace_seconds(value: float | None = None) -> float:
-    """The grace period: the option, else ``NNCHAIN_GRACE_SECONDS``, else 60 s."""
-    if value is not None:
-        return value
-    return float(os.environ.get(GRACE_ENV, DEFAULT_GRACE_SECONDS))
+def driver_of(sweep: Sweep) -> ProcessIdentity | None:
+    """The driver process the sweep row names; None before one is recorded (or a row an
+    older nnchain wrote, which names ``host:pid`` only)."""
+    if not sweep.driver_host or sweep.driver_pid is None:
+        return None
+    return ProcessIdentity(sweep.driver_host, sweep.driver_pid, sweep.driver_started,
+                           sweep.driver_space or "")
+
+
+@dataclass(frozen=True)
+class DriverState:
+    """What this host knows of a RUNNING sweep's driver: ``alive`` as ``process_alive``
+    says (None: not checkable from here), and the age of its last heartbeat."""
+
+    label: str
+    alive: bool | None
+    heartbeat_age: float | None  # seconds; None: it never heartbeat
+    grace: float
+
+    @property
+    def lost(self) -> bool:
+        if self.alive is not None:  # checked on this host: the grace does not apply
+            return not self.alive
+        return self.heartbeat_age is None or self.heartbeat_age > self.grace
+
+    @property
+    def reason(self) -> str:
+        """Why its runs are KILLED when reaped."""
+        if self.alive is False:
+            return f"driver lost: its process {self.label} is gone (checked on this host)"
+        return f"driver lost: no heartbeat for {self.grace:g} s"
+
+    def describe(self) -> str:
+        """The driver for a message: who, its last heartbeat, and whether it was checked."""
+        who = f"its driver {self.label}" if self.label else "its driver (not yet recorded)"
+        beat = "it never heartbeat" if self.heartbeat_age is None else \
+            f"last heartbeat {self.heartbeat_age:.0f} s ago"
+        if self.alive is True:
+            return f"{who}, {beat}, is running (checked on this host)"
+        if self.alive is False:
+            return f"{who} is gone (checked on this host), {beat}"
+        return (f"{who} cannot be checked from this host; {beat}; it is reaped after "
+                f"{self.grace:g} s without one")
+
+
+def driver_state(sweep: Sweep, *, grace: float | None = None,
+                 now: datetime | None = None) -> DriverState:
+    """The state of ``sweep``'s driver, seen from this host now."""
+    identity = driver_of(sweep)
+    age = None if sweep.heartbeat_at is None else \
+        ((now or utcnow()) - sweep.heartbeat_at).total_seconds()
+    return DriverState(identity.label if identity else sweep.driver,
+                       None if identity is None else process_alive(identity), age,
+                       grace_seconds(grace))
 
 
 def _stale(cutoff):
     return or_(Sweep.heartbeat_at.is_(None), Sweep.heartbeat_at < cutoff)
 
 
-def stale_sweeps(ledger: Ledger, *, grace: float | None = None) -> list[str]:
-    """Ids of sweeps marked RUNNING whose driver stopped heartbeating (ledger only, cheap)."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds(grace))
+def _unchanged(sweep: Sweep, state: DriverState, cutoff):
+    """The row still names the driver found lost: a driver that took the sweep over since
+    (another reaper's resume) is left alone."""
+    same_driver = and_(Sweep.driver_host.is_not_distinct_from(sweep.driver_host),
+                       Sweep.driver_pid.is_not_distinct_from(sweep.driver_pid),
+                       Sweep.driver_started.is_not_distinct_from(sweep.driver_started))
+    if state.alive is False:
+        return and_(Sweep.status == SWEEP_RUNNING, same_driver)
+    return and_(Sweep.status == SWEEP_RUNNING, same_driver, _stale(cutoff))
+
+
+def _lost_sweeps(ledger: Ledger, grace: float | None,
+                 sweep_id: str | None) -> list[tuple[Sweep, DriverState]]:
+    """The RUNNING sweeps (or just ``sweep_id``) whose driver is lost, as read now."""
+    now = utcnow()
     with ledger.session() as session:
-        return list(session.scalars(select(Sweep.id).where(Sweep.status == SWEEP_RUNNING,
-                                                           _stale(cutoff))))
+        query = select(Sweep).where(Sweep.status == SWEEP_RUNNING)
+        if sweep_id is not None:
+            query = query.where(Sweep.id == sweep_id)
+        running = list(session.scalars(query))
+    states = [(sweep, driver_state(sweep, grace=grace, now=now)) for sweep in running]
+    return [(sweep, state) for sweep, state in states if state.lost]
+
+
+def stale_sweeps(ledger: Ledger, *, grace: float | None = None) -> list[str]:
+    """Ids of sweeps marked RUNNING whose driver is lost (ledger and this host only, cheap)."""
+    return [sweep.id for sweep, _ in _lost_sweeps(ledger, grace, None)]
 
 
 def reap_with_store(ledger: Ledger, tracking_uri: str, *, grace: float | None = None,
                     sweep_id: str | None = None) -> list[str]:
     """``reap``, opening the MLflow store only when there is something to reap."""
-    stale = stale_sweeps(ledger, grace=grace)
-    if sweep_id is not None:
-        stale = [s for s in stale if s == sweep_id]
-    if not stale:
+    if not _lost_sweeps(ledger, grace, sweep_id):
         return []
     from nnchain.tracking.store import open_client
 
@@ -63,26 +144,21 @@ def reap_with_store(ledger: Ledger, tracking_uri: str, *, grace: float | None = 
 
 def reap(ledger: Ledger, client, *, grace: float | None = None,
          sweep_id: str | None = None) -> list[str]:
-    """Close every RUNNING sweep (or just ``sweep_id``) whose heartbeat is stale.
+    """Close every RUNNING sweep (or just ``sweep_id``) whose driver is lost: gone from
+    this host, or (on another host) silent for longer than the grace.
 
     Returns the ids of the sweeps this call reaped.
     """
     cutoff = utcnow() - timedelta(seconds=grace_seconds(grace))
-    with ledger.session() as session:
-        query = select(Sweep.id).where(Sweep.status == SWEEP_RUNNING, _stale(cutoff))
-        if sweep_id is not None:
-            query = query.where(Sweep.id == sweep_id)
-        candidates = list(session.scalars(query))
     reaped = []
-    for candidate in candidates:
+    for sweep, state in _lost_sweeps(ledger, grace, sweep_id):
         with ledger.session() as session:
             claimed = session.execute(update(Sweep).where(
-                Sweep.id == candidate, Sweep.status == SWEEP_RUNNING, _stale(cutoff))
+                Sweep.id == sweep.id, _unchanged(sweep, state, cutoff))
                 .values(status=SWEEP_STOPPED, updated_at=utcnow())).rowcount
         if claimed:
-            _close_runs(ledger, client, candidate, "driver lost: no heartbeat for "
-                                                   f"{grace_seconds(grace):g} s")
-            reaped.append(candidate)
+            _close_runs(ledger, client, sweep.id, state.reason)
+            reaped.append(sweep.id)
     return reaped
 
 
@@ -141,14 +217,24 @@ def _end_if_running(client, run_id: str, reason: str, also: tuple[str, ...] = ()
         sweep_runs.end_run(client, run_id, KILLED, reason)
 
 
-def claim(ledger: Ledger, sweep_id: str, driver: str, *, grace: float | None = None) -> bool:
-    """Take over a sweep for a new driver, unless a live driver runs it (atomic)."""
+def claim(ledger: Ledger, sweep_id: str, identity: ProcessIdentity, *,
+          grace: float | None = None) -> bool:
+    """Take over a sweep for the driver ``identity``, unless its driver is not lost (same
+    rule as ``reap``; atomic: of two claims at once, one wins)."""
     cutoff = utcnow() - timedelta(seconds=grace_seconds(grace))
     with ledger.session() as session:
-        claimed = session.execute(update(Sweep).where(
-            Sweep.id == sweep_id,
-            or_(Sweep.status != SWEEP_RUNNING, and_(Sweep.status == SWEEP_RUNNING,
-                                                    _stale(cutoff))))
-            .values(status=SWEEP_RUNNING, driver=driver, heartbeat_at=utcnow(),
-                    cancel_requested=0, updated_at=utcnow())).rowcount
+        sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        return False
+    free = Sweep.status != SWEEP_RUNNING
+    if sweep.status == SWEEP_RUNNING:
+        state = driver_state(sweep, grace=grace)
+        if state.lost:
+            free = or_(free, _unchanged(sweep, state, cutoff))
+    now = utcnow()
+    values = {"status": SWEEP_RUNNING, "heartbeat_at": now, "cancel_requested": 0,
+              "updated_at": now, **driver_values(identity)}
+    with ledger.session() as session:
+        claimed = session.execute(
+            update(Sweep).where(Sweep.id == sweep_id, free).values(**values)).rowcount
     return bool(claimed)

@@ -23,19 +23,15 @@ def verify(sweep_ref: str, *, tracking_uri: str | None = None, ledger_url: str |
            grace_seconds: float = DEFAULT_GRACE_SECONDS) -> Report:
     """Open the sweep's ledger and MLflow store (both must exist), then ``check_sweep``."""
     from nnchain.errors import SpecError
-    from nnchain.ledger.store import ledger_exists, open_ledger, resolve_ledger_url
-    from nnchain.tracking.store import open_client, redact, resolve_tracking_uri, sqlite_path
+    from nnchain.ledger.store import open_existing_ledger
+    from nnchain.tracking.store import open_client, resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     store_file = sqlite_path(uri)
     if store_file is not None and not store_file.exists():
         raise SpecError("--tracking-uri", f"must point at an existing MLflow store, there is "
                                           f"no {store_file}")
-    url = resolve_ledger_url(uri, ledger_url)
-    if not ledger_exists(url):
-        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
-                                        f"ledger at {redact(url)}")
-    ledger = open_ledger(url, create=False)
+    ledger = open_existing_ledger(uri, ledger_url)
     try:
         client = open_client(uri)
         return check_sweep(ledger, client, uri, sweep_ref, grace_seconds=grace_seconds)

@@ -26,13 +26,13 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.runner.reaper import DEFAULT_GRACE_SECONDS
 from nnchain.tracking.recorder import MAX_PARAM_LENGTH
 from nnchain.tracking.store import is_sql_store
 from nnchain.verify.steps import check_steps
 from nnchain.verify.store import nested_run_ids
 
 LEDGER = "ledger"  # the invariant of ledger / MLflow agreement
-DEFAULT_GRACE_SECONDS = 60.0
 ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")  # MLflow run statuses that are not an end
 REASON_TAG = "nnchain.status_reason"
 _PAGE = 1000
