@@ -1,7 +1,8 @@
 """The ``nnchain`` command: click groups that parse, call one service function, exit.
 
-Exit codes: 0 success; 1 the work ran but something failed (a trial, a gradient
-check, a verify); 2 bad input, refused before anything was written; 130 interrupted.
+Exit codes (``nnchain/exitcodes.py``, re-exported here for the commands): 0 success; 1 the
+work ran but something failed (a trial, a gradient check, a verify) or could not run (a local
+Ray that would not start); 2 bad input, refused before anything was written; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import click
 
 from nnchain import __version__
 from nnchain.errors import SpecError, StoreError
+from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
+from nnchain.runner.cluster import RayStartError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "ExitCode", "main"]
 
 
 def invoke_translated(invoke, ctx: click.Context):
     """``invoke(ctx)`` with nnchain's user errors turned into one line on stderr and exit
-    code 2 (130 on Ctrl-C)."""
+    code 2, a local Ray that would not start into one line and exit code 1 (130 on Ctrl-C)."""
     try:
         return invoke(ctx)
     except (SpecError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(EXIT_BAD_INPUT)
+    except RayStartError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         ctx.exit(EXIT_INTERRUPTED)

@@ -7,8 +7,7 @@ import json
 import click
 
 from nnchain.cli import options
-
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
+from nnchain.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 
 
 @click.command("submit")
@@ -18,7 +17,7 @@ EXIT_OK, EXIT_INTERRUPTED = 0, 130
               help="The cluster's Ray job API, http://HEAD:8265 [env RAY_API_SERVER_ADDRESS, "
                    "RAY_ADDRESS].")
 @click.option("--name", default=None, help="Sweep name [default: the spec's name; -2, -3, ... "
-                                          "added when taken, and the final one printed].")
+                                          "added when taken]; the sweep's id is printed.")
 @click.option("--tracking-uri", default=None, metavar="URI",
               help="The MLflow store as the cluster reaches it [default: the cluster's own "
                    "MLFLOW_TRACKING_URI; this machine's is not forwarded].")
@@ -39,21 +38,20 @@ EXIT_OK, EXIT_INTERRUPTED = 0, 130
                    "cluster's own credentials].")
 @click.option("--wait", "wait", is_flag=True,
               help="Follow the job's log to its end; exit with the sweep's exit code.")
-@click.option("--confirm-timeout", type=click.FloatRange(min=0), default=120.0,
-              show_default=True, help="Seconds to wait for the driver to create the sweep.")
 @options.output_format
 @click.pass_context
 def submit(ctx: click.Context, spec: str, overrides: tuple[str, ...], address: str | None,
            name: str | None, tracking_uri: str | None, ledger_url: str | None, max_trials: int,
            max_concurrent: int | None, cpus_per_trial: int, pack: int | None,
-           forward_credentials: bool, wait: bool,
-           confirm_timeout: float, output_format: str) -> None:
+           forward_credentials: bool, wait: bool, output_format: str) -> None:
     """Send the sweep in SPEC to a Ray cluster as a job; it runs on when this machine goes away.
 
     The spec is validated here first and shipped with the job. The driver uses the
     cluster's MLflow and ledger settings and credentials unless --tracking-uri,
     --ledger-url (without passwords) or --forward-credentials say otherwise; no secret
-    is ever on the job's command line. Prints the sweep's final name and the Ray job id.
+    is ever on the job's command line. Prints the sweep's id (chosen here, so that
+    `nnchain sweep status|compare|cancel ID` find it whatever its final name) and the Ray
+    job id.
 
     Exit 0 submitted (with --wait: every trial finished); 1 the job failed or, with
     --wait, some trial failed; 2 bad input, nothing submitted; 130 interrupted while
@@ -67,12 +65,14 @@ def submit(ctx: click.Context, spec: str, overrides: tuple[str, ...], address: s
     submission = submit_sweep(spec, overrides, SubmitOptions(
         address=address, tracking_uri=tracking_uri, ledger_url=ledger_url, name=name,
         max_trials=max_trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
-        pack=pack, confirm_seconds=confirm_timeout, forward_credentials=forward_credentials),
+        pack=pack, forward_credentials=forward_credentials),
         on_log=say)
     code = EXIT_OK
     if submission.job_status in ("FAILED", "STOPPED"):
         code = exit_code(submission)
     elif wait:
+        say(f"sweep {submission.sweep_id} submitted as job {submission.job_id}; following its "
+            f"log")
         try:
             follow(submission, on_log=say)
         except KeyboardInterrupt:
@@ -89,12 +89,15 @@ def _report(submission, output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps(submission.as_dict(), sort_keys=True))
         return
-    name = submission.name or submission.requested_name
-    label = f"{name} ({submission.sweep_id})" if submission.name else f"{name} (not yet created)"
+    if submission.name:
+        label = f"{submission.name} ({submission.sweep_id})"
+    else:
+        label = (f"{submission.sweep_id} (named {submission.requested_name}, or -2, -3, ... "
+                 f"if that is taken)")
     click.echo(f"sweep    {label}\njob      {submission.job_id} on {submission.address} "
                f"({submission.job_status})\ntrials   {submission.trials}")
     if submission.result:
         counts = ", ".join(f"{v} {k.lower()}" for k, v in submission.result["counts"].items())
         click.echo(f"status   {submission.result['status']}: {counts}")
-    click.echo(f"next     nnchain sweep status {name}   |   ray job logs {submission.job_id} "
-               f"--address {submission.address}")
+    click.echo(f"next     nnchain sweep status {submission.sweep_id}   |   ray job logs "
+               f"{submission.job_id} --address {submission.address}")

@@ -1,4 +1,10 @@
-"""Connecting to Ray: join the cluster the user names, or start a local one on demand."""
+"""Connecting to Ray: join the cluster the user names, or start a local one on demand.
+
+A local start uses private Ray hooks (``_lean_start``, ``PRIVATE_SYSTEM_CONFIG``) that cut
+its waits; all of them sit behind one guard, ``versions.private_hooks_allowed("ray")``: the
+tested Ray and no ``NNCHAIN_PLAIN_RAY``. Otherwise Ray starts through its public options
+only, with the same results, and one line on stderr says so.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from nnchain.errors import SpecError
+from nnchain import versions
+from nnchain.errors import NnchainError, SpecError
 
 # Imported by a local Ray's workers before they take work (see its docstring).
 PRELOAD = "nnchain.runner.preload"
@@ -20,6 +27,15 @@ PRELOAD = "nnchain.runner.preload"
 # Retried every 0.1 s instead, for the same 10 s in all.
 FAST_RETRY = {"raylet_client_connect_timeout_milliseconds": 100,
               "raylet_client_num_connect_attempts": 100}
+# Private ``_system_config`` keys (an unknown key is fatal to Ray): only on the tested Ray.
+PRIVATE_SYSTEM_CONFIG = {"preload_python_modules": [PRELOAD], **FAST_RETRY}
+
+
+class RayStartError(NnchainError):
+    """A local Ray instance did not start: not the user's input, this machine's Ray.
+
+    The CLI prints it as one line and exits 1.
+    """
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:
@@ -42,11 +58,17 @@ def check_address(address: str | None) -> None:
                                      f"{address!r}")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     """``ray.init`` on ``address`` (or ``RAY_ADDRESS``), else a local instance without dashboard.
 
     Returns the cluster's resources. An address that cannot be reached is refused as bad
-    input, before anything is written.
+    input (``SpecError``), before anything is written; a local instance that does not
+    start raises ``RayStartError`` with Ray's first line.
     """
     import ray
 
@@ -58,18 +80,39 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     # for it instead of those it prestarted (measured: first tasks 0.9 s later instead of 0.3).
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     logging.getLogger("ray").setLevel(logging.ERROR)
+    if not address:
+        _start_local(num_cpus, quiet)
+        return ray.cluster_resources()
     try:
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            with _lean_start():
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet,
-                         _system_config={"preload_python_modules": [PRELOAD], **FAST_RETRY})
+        ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SpecError("--address", f"must reach a running Ray cluster, could not connect to "
-                                     f"{address or 'a local instance'!r}: "
-                                     f"{str(exc).splitlines()[0]}") from None
+                                     f"{address!r}: {_first_line(exc)}") from None
     return ray.cluster_resources()
+
+
+def fast_start() -> bool:
+    """The one guard on every private Ray hook of a local start."""
+    return versions.private_hooks_allowed("ray")
+
+
+def _start_local(num_cpus: int | None, quiet: dict) -> None:
+    """A local instance: nnchain's fast start where its hooks are allowed, else Ray's own
+    start with public options only (said once on stderr)."""
+    import ray
+
+    try:
+        if fast_start():
+            with _lean_start():
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet,
+                         _system_config=PRIVATE_SYSTEM_CONFIG)
+        else:
+            versions.say_once(versions.plain_ray_reason())
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+    except Exception as exc:  # noqa: BLE001 - whatever Ray raised, told as one line
+        if ray.is_initialized():
+            ray.shutdown()
+        raise RayStartError(f"could not start a local Ray: {_first_line(exc)}") from None
 
 
 @contextmanager
@@ -97,7 +140,8 @@ def _lean_start() -> Iterator[None]:
     - Ray asks the GCS whether the raylet has registered at +0.1 s and then once a second;
       a poll every 20 ms notices it when it happens.
 
-    All are Ray's private hooks: with a Ray that lacks them, Ray starts as it always does.
+    All are Ray's private hooks, used only where ``fast_start()`` allows them; a tested Ray
+    that lacks one (a patched build) starts as it always does, said once on stderr.
     """
     try:
         from ray._private import node, services, utils
@@ -122,7 +166,9 @@ def _lean_start() -> Iterator[None]:
                   (services, "get_node", get_node),
                   (services, "start_ray_process", start_ray_process)]
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in hooks]
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError) as exc:
+        versions.say_once(f"Ray {versions.installed_version('ray')} lacks a start-up hook of "
+                          f"nnchain's fast start ({exc}); its start-up is Ray's own")
         yield
         return
 

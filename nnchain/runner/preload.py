@@ -1,4 +1,5 @@
-"""Imported by a local Ray's workers before they take work (Ray's ``preload_python_modules``).
+"""Imported by a local Ray's workers before they take work (Ray's ``preload_python_modules``,
+a private ``_system_config`` key: on the tested Ray only, ``cluster.fast_start``).
 
 - The trial task's module (numpy and the engine) is imported before the first task
   arrives, which would otherwise wait ~0.1 s for it.

@@ -1,10 +1,11 @@
 """Ray's dashboard agent for nnchain's local instance, without its module scan.
 
-The raylet runs this in place of Ray's ``dashboard/agent.py`` (``cluster._lean_start``)
-and waits for the agent before it registers its node. The stock agent imports every
-dashboard module package to look for agent modules (~0.45 s of CPU here, while the
-rest of Ray starts on the same cores); an instance private to one sweep, with no
-dashboard, uses none of them. The agent is otherwise Ray's own, run as Ray runs it.
+The raylet runs this in place of Ray's ``dashboard/agent.py`` (``cluster._lean_start``, on
+the tested Ray only: ``cluster.fast_start``) and waits for the agent before it registers
+its node. The stock agent imports every dashboard module package to look for agent
+modules (~0.45 s of CPU here, while the rest of Ray starts on the same cores); an instance
+private to one sweep, with no dashboard, uses none of them. The agent is otherwise Ray's
+own, run as Ray runs it.
 """
 
 from __future__ import annotations

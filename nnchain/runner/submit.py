@@ -28,19 +28,17 @@ secret files: see ``docs/deploy.md``), a URI with a password is refused, and onl
 and such URIs as job environment variables, with that warning. Either way no secret is
 ever in the entrypoint string, and whatever this module prints is masked.
 
-The sweep's final name: ``sweep run`` appends ``-2``, ``-3`` when the requested name is
-taken, and announces the sweep on stderr (``sweep NAME (ID): N trials``) as soon as its
-ledger row exists, before the first trial. ``submit`` follows the job's log until that
-line and reports the name and id found there, so ``nnchain sweep status|compare|cancel
-NAME`` address the right sweep. If the driver has not announced within
-``confirm_seconds`` (a busy cluster), the requested name is reported as unconfirmed.
+The sweep's id is chosen here (``ledger.sweeps.new_sweep_id``) and passed to the driver
+(``sweep run --sweep-id``), so ``submit`` reports it at once, before the cluster has even
+started the driver, and ``nnchain sweep status|compare|cancel ID`` address that sweep
+whatever its name: ``sweep run`` appends ``-2``, ``-3`` when the requested name is taken,
+and the final name is known from the driver's JSON result once the job has ended.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -53,17 +51,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nnchain.errors import SpecError
+from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
+from nnchain.ledger.sweeps import new_sweep_id
 from nnchain.tracking.store import check_name, redact
 
 SPEC_FILE = "sweep.yaml"
 # Variables with credentials that follow the sweep from the submitting machine.
 FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 SECRET_ENV = (*FORWARDED_ENV[1:], "PGPASSWORD", "RAY_AUTH_TOKEN")
-# `sweep run` prints this on stderr once the sweep's ledger row exists.
-ANNOUNCE = re.compile(r"^sweep (?P<name>.+) \((?P<id>[0-9a-f]{4,32})\): (?P<trials>\d+) trials\s*$",
-                      re.MULTILINE)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass
@@ -76,21 +72,20 @@ class SubmitOptions:
     max_concurrent: int | None = None
     cpus_per_trial: int = 1
     pack: int | None = None
-    confirm_seconds: float = 120.0
     forward_credentials: bool = False  # send this machine's credentials as job env vars
     env: Mapping[str, str] | None = None  # the submitting environment (default os.environ)
 
 
 @dataclass
 class Submission:
-    """A sweep handed to a cluster: the Ray job and, once announced, the sweep it created."""
+    """A sweep handed to a cluster: the Ray job and the id its sweep gets."""
 
     job_id: str
     address: str
+    sweep_id: str  # chosen here, passed to the driver
     requested_name: str
     trials: int
-    name: str | None = None  # the ledger's name, None until the driver announced it
-    sweep_id: str | None = None
+    name: str | None = None  # the ledger's final name, from the driver's result once it ended
     job_status: str = "PENDING"
     exit_code: int | None = None
     result: dict | None = None  # `sweep run --format json` output, once the job ended
@@ -99,7 +94,7 @@ class Submission:
 
     def as_dict(self) -> dict:
         return {"job_id": self.job_id, "address": self.address,
-                "name": self.name or self.requested_name, "confirmed": self.name is not None,
+                "name": self.name or self.requested_name, "name_final": self.name is not None,
                 "sweep_id": self.sweep_id, "trials": self.trials, "job_status": self.job_status,
                 "exit_code": self.exit_code, "result": self.result}
 
@@ -165,10 +160,11 @@ def prepare_working_dir(spec_path: str, spec, trials: Sequence) -> tuple[Path, l
     return directory, notes
 
 
-def build_entrypoint(name: str, overrides: Sequence[str], options: SubmitOptions) -> str:
+def build_entrypoint(name: str, sweep_id: str, overrides: Sequence[str],
+                     options: SubmitOptions) -> str:
     """The job's shell command: ``sweep run`` on the shipped spec, no URI or secret in it."""
     words = ["python", "-m", "nnchain", "sweep", "run", SPEC_FILE, "--quiet", "--format", "json",
-             "--name", name, "--max-trials", str(options.max_trials),
+             "--name", name, "--sweep-id", sweep_id, "--max-trials", str(options.max_trials),
              "--cpus-per-trial", str(options.cpus_per_trial)]
     for item in overrides:
         words += ["--set", item]
@@ -241,7 +237,7 @@ def job_client(address: str):
 
 def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOptions,
                  on_log: Callable[[str], None] | None = None) -> Submission:
-    """Validate the spec here, submit its driver as a Ray job, wait for the sweep's name.
+    """Validate the spec here, submit its driver as a Ray job with the sweep's id chosen here.
 
     Bad input (spec, overrides, names, data files, an unreachable job API) raises
     ``SpecError`` before anything is submitted.
@@ -263,11 +259,14 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     for note in notes:
         _say(on_log, note)
     job_id = f"nnchain-{uuid.uuid4().hex[:12]}"
+    sweep_id = new_sweep_id()
     try:
         client.submit_job(
-            entrypoint=build_entrypoint(name, overrides, options), submission_id=job_id,
+            entrypoint=build_entrypoint(name, sweep_id, overrides, options),
+            submission_id=job_id,
             runtime_env={"working_dir": str(working_dir), "env_vars": variables},
-            metadata={"nnchain.sweep": name, "nnchain.experiment": spec.experiment,
+            metadata={"nnchain.sweep": name, "nnchain.sweep_id": sweep_id,
+                      "nnchain.experiment": spec.experiment,
                       "nnchain.trials": str(len(trials))})
     except Exception as exc:
         text = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else
@@ -276,9 +275,14 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
                                      f"{text[:300]}") from None
     finally:
         shutil.rmtree(working_dir, ignore_errors=True)
-    submission = Submission(job_id=job_id, address=redact(address), requested_name=name,
-                            trials=len(trials), secrets=secrets, client=client)
-    confirm(submission, options.confirm_seconds, on_log)
+    submission = Submission(job_id=job_id, address=redact(address), sweep_id=sweep_id,
+                            requested_name=name, trials=len(trials), secrets=secrets,
+                            client=client)
+    logs = _refresh(submission)
+    if submission.job_status in TERMINAL and submission.job_status != "SUCCEEDED":
+        tail = [line for line in logs.strip().splitlines() if line.strip()][-1:]
+        _say(on_log, f"job {job_id} ended {submission.job_status}"
+                     + (f": {tail[0][:500]}" if tail else ""))
     return submission
 
 
@@ -288,18 +292,17 @@ def _say(on_log: Callable[[str], None] | None, line: str) -> None:
 
 
 def _refresh(submission: Submission) -> str:
-    """The job's log so far (masked); updates status, exit code, name and result."""
+    """The job's log so far (masked); updates status, exit code and, once the job ended,
+    the driver's result and the sweep's final name."""
     client = submission.client
     info = client.get_job_info(submission.job_id)
     submission.job_status = str(getattr(info.status, "value", info.status))
     submission.exit_code = getattr(info, "driver_exit_code", None)
     logs = mask(client.get_job_logs(submission.job_id), submission.secrets)
-    if submission.name is None:
-        found = ANNOUNCE.search(logs)
-        if found:
-            submission.name, submission.sweep_id = found["name"], found["id"]
     if submission.job_status in TERMINAL:
         submission.result = last_json(logs)
+        if submission.result and submission.result["sweep_id"] == submission.sweep_id:
+            submission.name = submission.result.get("name")
     return logs
 
 
@@ -317,28 +320,6 @@ def last_json(logs: str) -> dict | None:
     return None
 
 
-def confirm(submission: Submission, seconds: float,
-            on_log: Callable[[str], None] | None = None, poll: float = 0.5) -> None:
-    """Follow the job until its driver announces the sweep, the job ends, or ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        logs = _refresh(submission)
-        if submission.name is not None:
-            return
-        if submission.job_status in TERMINAL:
-            tail = [line for line in logs.strip().splitlines() if line.strip()][-1:]
-            _say(on_log, f"job {submission.job_id} ended {submission.job_status} before "
-                         f"creating its sweep" + (f": {tail[0][:500]}" if tail else ""))
-            return
-        if time.monotonic() > deadline:
-            _say(on_log, f"job {submission.job_id} is {submission.job_status} and has not "
-                         f"created its sweep yet; it will be {submission.requested_name!r} "
-                         f"unless that name is taken (then -2, -3, ...): `ray job logs "
-                         f"{submission.job_id}` shows it")
-            return
-        time.sleep(poll)
-
-
 def follow(submission: Submission, on_log: Callable[[str], None] | None = None,
            poll: float = 1.0) -> Submission:
     """Stream the job's log (masked) until it ends; the job goes on if this is interrupted."""
@@ -354,10 +335,10 @@ def follow(submission: Submission, on_log: Callable[[str], None] | None = None,
         time.sleep(poll)
 
 
-def exit_code(submission: Submission) -> int:
+def exit_code(submission: Submission) -> ExitCode:
     """The command's exit code once the job ended: the driver's own where it is ours."""
     if submission.job_status == "SUCCEEDED":
         return EXIT_OK
     if submission.exit_code in (EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED):
-        return submission.exit_code
+        return ExitCode(submission.exit_code)
     return EXIT_FAILED

@@ -326,7 +326,10 @@ def _ledger_trials(deployment):
 
 def test_submit_reports_the_sweep_it_created(deployment):
     out = deployment.result
-    assert out["confirmed"] and out["name"] == "deploy-grid"
+    assert out["name_final"] and out["name"] == "deploy-grid"
+    # the id chosen by `submit` and passed to the driver, said before the job was followed
+    assert f"sweep {out['sweep_id']} submitted as job {out['job_id']}" in \
+        deployment.submitted.stderr
     assert out["job_id"].startswith("nnchain-") and out["job_status"] == "SUCCEEDED"
     assert out["result"]["status"] == "FINISHED" and out["result"]["counts"] == {"FINISHED": 6}
     sweeps, trials = _ledger_trials(deployment)

@@ -178,6 +178,76 @@ def test_python_packages_are_pinned_within_the_projects_ranges():
                 assert "-r /tmp/requirements.txt" in line, f"{dockerfile}: {line}"
 
 
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _image_pins() -> dict[str, set[str]]:
+    """Each package the images pin, with the versions pinned (one per image that has it)."""
+    pins: dict[str, set[str]] = {}
+    for path in REQUIREMENTS:
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                requirement = Requirement(line)
+                pins.setdefault(requirement.name, set()).update(
+                    s.version for s in requirement.specifier if s.operator == "==")
+    return pins
+
+
+def test_tested_versions_are_one_fact(compose):
+    """pyproject.toml is the source of the Ray and MLflow versions: its ranges are exactly
+    the minor versions nnchain/versions.py's TESTED names (the gate on private hooks), the
+    test extra's mlflow[auth] has the same range, every image pins a release in it and is
+    tagged with that release."""
+    from nnchain.versions import TESTED
+
+    project = _pyproject()
+    declared = {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}
+    extra = {Requirement(r).name: Requirement(r).specifier
+             for r in project["optional-dependencies"]["test"]}
+    pins = _image_pins()
+    for lib, minor in TESTED.items():
+        major, minor_number = (int(part) for part in minor.split("."))
+        allowed = declared[lib]
+        assert f"{minor}.0" in allowed and f"{minor}.17" in allowed, f"{lib}: {allowed}"
+        outside = [f"{major}.{minor_number + 1}.0", f"{major}.{minor_number - 1}.99",
+                   f"{major + 1}.0.0"]
+        assert not list(allowed.filter(outside)), f"{lib}: pyproject.toml allows {allowed}"
+        assert pins.get(lib), f"no image pins {lib}"
+        for pinned in pins[lib]:
+            assert pinned in allowed, f"an image pins {lib}=={pinned}, pyproject.toml {allowed}"
+    assert extra["mlflow"] == declared["mlflow"]
+    tags = {defaults(service["image"]) for service in compose["services"].values()}
+    assert {f"nnchain-ray:{version}" for version in pins["ray"]} <= tags
+    assert {f"nnchain-mlflow:{version}" for version in pins["mlflow"]} <= tags
+
+
+def test_every_third_party_import_is_declared():
+    """Every library nnchain/ imports is in pyproject.toml's dependencies (an undeclared one
+    works here, where something else installed it, and fails after a clean install)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    declared = {canonicalize_name(Requirement(r).name) for r in _pyproject()["dependencies"]}
+    top_level: set[str] = set()
+    for path in (REPO / "nnchain").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                top_level.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                top_level.add(node.module.split(".")[0])
+    third_party = top_level - set(sys.stdlib_module_names) - {"nnchain"}
+    distributions = packages_distributions()
+    undeclared = {module: distributions.get(module) for module in sorted(third_party)
+                  if not {canonicalize_name(d) for d in distributions.get(module, [])}
+                  & declared}
+    assert not undeclared, f"imported by nnchain/ but not in pyproject.toml: {undeclared}"
+
+
 @pytest.mark.parametrize("script", ["postgres/init.sh", "ray/entrypoint.sh", "make-secrets.sh"])
 def test_shell_scripts_parse(script):
     done = subprocess.run(["sh", "-n", str(SERVICES / script)], capture_output=True, text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from local_services import free_ports
 
 from nnchain.runner import submit as submit_module
-from nnchain.runner.submit import ANNOUNCE, SubmitOptions, build_entrypoint, job_env, last_json
+from nnchain.runner.submit import SubmitOptions, build_entrypoint, job_env, last_json
 
 SPEC = """
 name: xor-grid
@@ -30,11 +31,11 @@ RESULT = {"sweep_id": "0123456789ab", "name": "xor-grid-2", "status": "FINISHED"
 
 
 class FakeJobs:
-    """What ``JobSubmissionClient`` answers; the job runs through ``states``."""
+    """What ``JobSubmissionClient`` answers; the job runs through ``states`` and its driver
+    ends with ``sweep run``'s JSON result for the sweep id it was given."""
 
-    def __init__(self, states=("PENDING", "RUNNING", "SUCCEEDED"), exit_code=0,
-                 announce=True):
-        self.states, self.exit_code, self.announce = list(states), exit_code, announce
+    def __init__(self, states=("PENDING", "RUNNING", "SUCCEEDED"), exit_code=0):
+        self.states, self.exit_code = list(states), exit_code
         self.submitted: dict = {}
         self.shipped: dict[str, str] = {}
         self.calls = 0
@@ -52,12 +53,16 @@ class FakeJobs:
         ended = status in ("SUCCEEDED", "FAILED", "STOPPED")
         return SimpleNamespace(status=status, driver_exit_code=self.exit_code if ended else None)
 
+    def sweep_id(self) -> str:
+        words = shlex.split(self.submitted["entrypoint"])
+        return words[words.index("--sweep-id") + 1]
+
     def get_job_logs(self, job_id):
         logs = f"Running entrypoint for job {job_id}: ...\n"
-        if self.announce and self.calls >= 2:
-            logs += "sweep xor-grid-2 (0123456789ab): 2 trials\n"
+        if self.calls >= 2:  # what `sweep run` says on stderr, never read by submit
+            logs += "sweep xor-grid-2 (ffffffffffff): 2 trials\n"
         if self.states[min(self.calls - 1, len(self.states) - 1)] == "SUCCEEDED":
-            logs += json.dumps(RESULT) + "\n"
+            logs += json.dumps({**RESULT, "sweep_id": self.sweep_id()}) + "\n"
         return logs
 
 
@@ -132,8 +137,13 @@ def test_what_travels_and_what_is_printed(nnchain_cli, spec_file, fake_jobs):
     assert fake_jobs.shipped == {"sweep.yaml": SPEC}
     assert not Path(submitted["runtime_env"]["working_dir"]).exists()  # removed once sent
     assert submitted["metadata"]["nnchain.sweep"] == "xor-grid"
-    # the name the driver announced (it was taken: -2), not the one asked for
-    assert "sweep    xor-grid-2 (0123456789ab)" in result.stdout
+    # the id chosen here and passed to the driver, reported at once (the job is PENDING)
+    sweep_id = fake_jobs.sweep_id()
+    assert re.fullmatch(r"[0-9a-f]{12}", sweep_id)
+    assert submitted["metadata"]["nnchain.sweep_id"] == sweep_id
+    assert f"sweep    {sweep_id} (named xor-grid, or -2" in result.stdout
+    assert f"nnchain sweep status {sweep_id}" in result.stdout
+    assert "(PENDING)" in result.stdout and fake_jobs.calls == 1
     assert submitted["submission_id"] in result.stdout
     assert "alice-password-9" not in result.output
 
@@ -161,18 +171,22 @@ def test_wait_follows_the_job_and_exits_with_the_sweeps_code(nnchain_cli, spec_f
                     "--format", "json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["name"] == "xor-grid-2" and out["confirmed"] and out["result"] == RESULT
+    sweep_id = fake_jobs.sweep_id()
+    assert f"sweep {sweep_id} submitted as job" in result.stderr.splitlines()[0]
+    # the final name (it was taken: -2) from the driver's result for this sweep id
+    assert out["sweep_id"] == sweep_id and out["result"] == {**RESULT, "sweep_id": sweep_id}
+    assert out["name"] == "xor-grid-2" and out["name_final"]
     fake_jobs.__init__(states=("RUNNING", "RUNNING", "FAILED"), exit_code=1)
     result = invoke(nnchain_cli, str(spec_file), "--address", "http://head:8265", "--wait")
     assert result.exit_code == 1
 
 
-def test_a_job_that_dies_before_its_sweep_exists(nnchain_cli, spec_file, fake_jobs):
-    fake_jobs.__init__(states=("RUNNING", "FAILED"), exit_code=2, announce=False)
+def test_a_job_that_dies_at_once(nnchain_cli, spec_file, fake_jobs):
+    fake_jobs.__init__(states=("FAILED",), exit_code=2)
     result = invoke(nnchain_cli, str(spec_file), "--address", "http://head:8265")
     assert result.exit_code == 2
-    assert "ended FAILED before creating its sweep" in result.stderr
-    assert "xor-grid (not yet created)" in result.stdout
+    assert "ended FAILED: Running entrypoint" in result.stderr
+    assert f"sweep    {fake_jobs.sweep_id()} (named xor-grid" in result.stdout
 
 
 def test_relative_data_files_are_shipped(nnchain_cli, spec_file, fake_jobs, tmp_path):
@@ -186,13 +200,45 @@ def test_relative_data_files_are_shipped(nnchain_cli, spec_file, fake_jobs, tmp_
 
 
 def test_helpers():
-    assert ANNOUNCE.search("noise\nsweep my grid-3 (0a1b2c3d4e5f): 12 trials\n").groupdict() == \
-        {"name": "my grid-3", "id": "0a1b2c3d4e5f", "trials": "12"}
     assert last_json("a\n{\"x\": 1}\n" + json.dumps(RESULT) + "\nbye\n") == RESULT
     assert last_json("{not json}\n") is None
     options = SubmitOptions(max_concurrent=3, pack=2)
-    words = shlex.split(build_entrypoint("a b", ["k=it's"], options))
+    words = shlex.split(build_entrypoint("a b", "0a1b2c3d4e5f", ["k=it's"], options))
     assert words[words.index("--name") + 1] == "a b" and "k=it's" in words
+    assert words[words.index("--sweep-id") + 1] == "0a1b2c3d4e5f"
     assert words[words.index("--max-concurrent") + 1] == "3"
     assert job_env(SubmitOptions(), {"MLFLOW_TRACKING_PASSWORD": "p"}) == {
         "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_sweep_run_takes_the_id_submit_chose(nnchain_cli, runs_home, ray_local):
+    """The driver's side of `submit`: `sweep run --sweep-id` records the sweep under that id,
+    and refuses a malformed or taken id (exit 2) before anything is written."""
+    from mlflow import MlflowClient
+
+    (runs_home / "xor.yaml").write_text(SPEC)
+    run = ["sweep", "run", "xor.yaml", "--quiet", "--format", "json"]
+    refused = CliRunner().invoke(nnchain_cli, [*run, "--sweep-id", "0123456789AB"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == ("error: --sweep-id: must be 12 lowercase hex digits, got "
+                                      "'0123456789AB'")
+    assert not (runs_home / "nnchain-runs").exists()
+
+    done = CliRunner().invoke(nnchain_cli, [*run, "--sweep-id", "0123456789ab"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["sweep_id"] == "0123456789ab"
+    status = CliRunner().invoke(nnchain_cli, ["sweep", "status", "0123456789ab", "--format",
+                                              "json"])
+    assert json.loads(status.stdout)["name"] == "xor-grid"
+
+    client = MlflowClient(f"sqlite:///{runs_home / 'nnchain-runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("xor").experiment_id
+    runs_before = len(client.search_runs([experiment]))
+    again = CliRunner().invoke(nnchain_cli, [*run, "--sweep-id", "0123456789ab"])
+    assert again.exit_code == 2
+    assert again.stderr.strip() == ("error: --sweep-id: must be new to the ledger, sweep "
+                                    "'xor-grid' has id 0123456789ab")
+    listing = CliRunner().invoke(nnchain_cli, ["sweep", "list", "--format", "json"])
+    assert [row["id"] for row in json.loads(listing.stdout)] == ["0123456789ab"]
+    assert len(client.search_runs([experiment])) == runs_before == 3

@@ -50,13 +50,21 @@ print(json.dumps(report))
 """
 
 
-def test_local_start_runs_tasks_on_preloaded_workers_lean():
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+def _local_start(**env_vars: str) -> tuple[dict, str]:
+    """LOCAL_START's report and stderr, in a process of its own."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **env_vars)
     env.pop("RAY_ADDRESS", None)
+    if not env_vars:
+        env.pop("NNCHAIN_PLAIN_RAY", None)
     done = subprocess.run([sys.executable, "-c", LOCAL_START], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_local_start_runs_tasks_on_preloaded_workers_lean():
+    report, stderr = _local_start()
+    assert "plainly" not in stderr
     assert report["cpus"] == 1.0
     worker_pid, preloaded, addon_libraries = report["worker"]
     assert worker_pid != report["driver_pid"]  # a worker process answered
@@ -71,6 +79,20 @@ def test_local_start_runs_tasks_on_preloaded_workers_lean():
     assert {"gcs_server", "raylet"} <= set(report["processes"])
     assert report["hooks_back"]
     assert report["retry"] == [100, 100]  # Ray's 1 s retry, 10 times, made 0.1 s, 100 times
+
+
+def test_nnchain_plain_ray_starts_ray_as_ray_does():
+    """Every private hook off: Ray's own processes, agent, retries and workers."""
+    report, stderr = _local_start(NNCHAIN_PLAIN_RAY="1")
+    assert stderr.count("nnchain: NNCHAIN_PLAIN_RAY=1: starting Ray plainly") == 1
+    assert report["cpus"] == 1.0
+    worker_pid, preloaded, _ = report["worker"]
+    assert worker_pid != report["driver_pid"] and not preloaded
+    assert {"gcs_server", "raylet", "dashboard", "monitor", "log_monitor"} <= \
+        set(report["processes"])
+    assert report["agent_modules"] != ["Loaded 0 modules."]  # Ray's agent, not nnchain's
+    assert report["retry"] == [1000, 10]  # Ray's own
+    assert report["hooks_back"]
 
 
 def test_wait_registered_sees_the_node_and_gives_up_on_an_unknown_one(ray_local):
