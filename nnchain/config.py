@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from nnchain.errors import SpecError
+from nnchain.nn.activations import ACTIVATIONS
+from nnchain.nn.costs import COSTS
+from nnchain.nn.diagnostics import KINDS
+from nnchain.nn.init import INITIALIZERS
+from nnchain.nn.optim import OPTIMIZERS
+from nnchain.nn.schedules import SCHEDULES
 
 SECTIONS = ("data", "model", "train")
 
@@ -29,14 +35,16 @@ KNOWN_TASKS: dict[str, int | None] = {
 }
 GENERATED = ("xor", "spirals", "moons", "circles", "blobs")
 
-ACTIVATION_NAMES = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax")
-COST_NAMES = ("mse", "bce", "cross_entropy")
-INIT_NAMES = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "small_normal")
+# The engine's registries are the one source of these names (nnchain.nn imports numpy only).
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+COST_NAMES = tuple(COSTS)
+# An alias resolves to its canonical name, which is what a resolved config records.
 INIT_ALIASES = {"he": "he_normal", "xavier_uniform": "glorot_uniform",
                 "xavier_normal": "glorot_normal"}
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
-SCHEDULE_NAMES = ("constant", "step", "exponential", "cosine")
-DIAGNOSTIC_NAMES = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
+INIT_NAMES = tuple(name for name in INITIALIZERS if name not in INIT_ALIASES)
+OPTIMIZER_NAMES = tuple(OPTIMIZERS)
+SCHEDULE_NAMES = tuple(SCHEDULES)
+DIAGNOSTIC_NAMES = KINDS
 
 # Which optional keys apply to which choice; the others are dropped on resolve.
 OPTIMIZER_KEYS = {
@@ -356,16 +364,22 @@ def _relevant(values: dict[str, Any]) -> dict[str, Any]:
     return {path: value for path, value in values.items() if path not in drop}
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply ``key=value`` overrides (values read as YAML) to a raw config, in order."""
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=0.3"`` -> ``("train.lr", 0.3)``: the one reader of ``--set KEY=VALUE``
+    (training and sweep specs alike), the value read as YAML."""
     from nnchain.yamlio import parse_value
 
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError("--set", f"must look like key=value (train.lr=0.3), got {item!r}")
+    return key.strip(), parse_value(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``key=value`` overrides (values read as YAML) to a raw config, in order."""
     raw = copy.deepcopy(raw)
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError("--set", f"must look like key=value (train.lr=0.3), got {item!r}")
-        set_path(raw, key.strip(), parse_value(text))
+        set_path(raw, *parse_override(item))
     return raw
 
 

@@ -7,10 +7,13 @@ from collections.abc import Mapping
 
 from nnchain.job import build_job, make_data
 from nnchain.nn import check_network
+from nnchain.nn.gradcheck import DEFAULT_TOLERANCE
 
 
-def check_spec(config: Mapping, *, samples: int = 8) -> dict:
-    """Worst relative error per parameter (W1, b1, ...) on ``samples`` training samples.
+def check_spec(config: Mapping, *, samples: int = 8,
+               tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Worst relative error per parameter (W1, b1, ...) on ``samples`` training samples,
+    floored for ``tolerance`` (see ``nnchain.nn.gradcheck``).
 
     The check runs in float64 whatever the spec's dtype, so that rounding does not
     hide or fake an error.
@@ -20,4 +23,4 @@ def check_spec(config: Mapping, *, samples: int = 8) -> dict:
     job = build_job(config, data=make_data(config["data"]))
     n = min(samples, len(job.y_train))
     x = job.data.train.x[:n].astype("float64")
-    return check_network(job.network, x, job.y_train[:n])
+    return check_network(job.network, x, job.y_train[:n], tolerance=tolerance)

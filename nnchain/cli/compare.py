@@ -20,7 +20,7 @@ class _ReportCommand(click.Command):
 
 
 @click.command(cls=_ReportCommand)
-@click.argument("sweep_refs", metavar="SWEEP...", nargs=-1, required=True)
+@click.argument("sweep_refs", metavar="[SWEEP]...", nargs=-1)
 @click.option("--sort", "sort", default=None, metavar="[-]KEY",
               help="Rank by KEY ascending, -KEY descending (e.g. --sort=-val_accuracy) "
                    "[default: the first sweep's metric, best first]. Trials without a finite "
@@ -49,9 +49,11 @@ class _ReportCommand(click.Command):
 def compare(sweep_refs: tuple[str, ...], sort: str | None, top: int | None,
             where: tuple[str, ...], columns: str | None, group_by: str | None,
             output_format: str, tracking_uri: str | None, ledger_url: str | None) -> None:
-    """Compare the trials of SWEEP (names or ids), best first, read from the sweep ledger.
+    """Compare the trials of SWEEP (names or ids; default: the newest sweep), best first,
+    read from the sweep ledger.
 
     \b
+    nnchain compare
     nnchain compare xor-grid
     nnchain compare xor-grid --where 'train.lr<=0.5' --where state=FINISHED --top 5
     nnchain compare spirals-depth --group-by model.hidden,model.activation

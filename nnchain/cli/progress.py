@@ -1,4 +1,9 @@
-"""Progress display on stderr (results go to stdout)."""
+"""Progress display on stderr (results go to stdout).
+
+A display starts with its first update, not when its context is entered: a command
+validates its input inside that context, and bad input must leave one line on stderr,
+no bar drawn before it.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ def epoch_progress(epochs: int, *, enabled: bool = True) -> Iterator[Callable]:
     def on_epoch(record) -> None:
         cost = record.metrics.get("train_cost", float("nan"))
         progress.update(task, completed=record.epoch + 1, cost=f"{cost:.4g}")
+        progress.start()  # no-op once started
 
-    with progress:
+    with _stopped_at_exit(progress):
         yield on_epoch
 
 
@@ -56,6 +62,17 @@ def sweep_progress(*, enabled: bool = True) -> Iterator[Callable]:
                   f"{counts.get('FAILED', 0)}")
         best = "" if snapshot.best is None else f"best {snapshot.metric} {snapshot.best:.4g}"
         progress.update(task, total=snapshot.total, completed=done, states=states, best=best)
+        progress.start()  # no-op once started
 
-    with progress:
+    with _stopped_at_exit(progress):
         yield on_progress
+
+
+@contextmanager
+def _stopped_at_exit(progress: Progress) -> Iterator[None]:
+    """Stop the display if an update started it (stopping one never started draws it)."""
+    try:
+        yield
+    finally:
+        if progress.live.is_started:
+            progress.stop()

@@ -75,23 +75,26 @@ def _execute(ctx: click.Context, call, quiet: bool, output_format: str) -> None:
                                           "-2, -3, ... added when taken].")
 @click.option("--max-trials", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Refuse a sweep with more trials than this.")
+@click.option("--sweep-id", default=None, metavar="ID",
+              help="The new sweep's id, 12 lowercase hex digits, refused if the ledger has it "
+                   "[default: a random one]; `sweep submit` chooses it to know its sweep.")
 @_run_options
 @click.pass_context
 def run(ctx: click.Context, spec: str, overrides: tuple[str, ...], name: str | None,
-        max_trials: int, tracking_uri: str | None, ledger_url: str | None, address: str | None,
-        max_concurrent: int | None, cpus_per_trial: float, pack: int | None,
-        output_format: str, quiet: bool) -> None:
+        max_trials: int, sweep_id: str | None, tracking_uri: str | None,
+        ledger_url: str | None, address: str | None, max_concurrent: int | None,
+        cpus_per_trial: float, pack: int | None, output_format: str, quiet: bool) -> None:
     """Run every trial of the sweep in SPEC (YAML) on Ray, recorded in MLflow.
 
-    Exit 0 when every trial finished, 1 when some failed, 2 on bad input, 130 when
-    interrupted (the sweep stays resumable).
+    Exit 0 when every trial finished, 1 when some failed (or a local Ray did not start),
+    2 on bad input, 130 when interrupted (the sweep stays resumable).
     """
     from nnchain.runner.sweep import run_sweep
 
     sweep_options = _sweep_options(
         tracking_uri=tracking_uri, ledger_url=ledger_url, address=address,
         max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, max_trials=max_trials,
-        name=name, pack=pack)
+        name=name, pack=pack, sweep_id=sweep_id)
 
     def announce(created) -> None:
         click.echo(f"sweep {created.name} ({created.id}): {created.trial_count} trials",
@@ -122,15 +125,9 @@ def resume(ctx: click.Context, sweep_ref: str, tracking_uri: str | None,
 
 
 def _ledger(tracking_uri: str | None, ledger_url: str | None):
-    from nnchain.errors import SpecError
-    from nnchain.ledger.store import ledger_exists, open_ledger, resolve_ledger_url
-    from nnchain.tracking.store import resolve_tracking_uri
+    from nnchain.ledger.store import open_existing_ledger
 
-    url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
-    if not ledger_exists(url):
-        raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
-                                        f"ledger at {url}; run `nnchain sweep run` first")
-    return open_ledger(url, create=True)
+    return open_existing_ledger(tracking_uri, ledger_url)
 
 
 @sweep.command("status")
@@ -141,19 +138,26 @@ def _ledger(tracking_uri: str | None, ledger_url: str | None):
 def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | None,
            output_format: str) -> None:
     """Counts by state, progress and best so far of SWEEP (default: the newest sweep)."""
+    from nnchain.ledger import sweeps as ledger_ops
     from nnchain.ledger.report import sweep_status
-    from nnchain.runner.reaper import reap_with_store
+    from nnchain.runner.reaper import driver_state, reap_with_store
     from nnchain.tracking.store import resolve_tracking_uri
 
     ledger = _ledger(tracking_uri, ledger_url)
     reap_with_store(ledger, resolve_tracking_uri(tracking_uri))
     info = sweep_status(ledger, sweep_ref)
+    driver = None
+    if info["status"] == "RUNNING":
+        driver = driver_state(ledger_ops.find_sweep(ledger, info["id"]))
+        info.update(driver=driver.describe(), heartbeat_age=driver.heartbeat_age)
     if output_format == "json":
         click.echo(json.dumps(info, sort_keys=True, default=str))
         return
     counts = ", ".join(f"{v} {k.lower()}" for k, v in info["counts"].items() if v) or "none"
     click.echo(f"sweep     {info['name']} ({info['id']})\nstatus    {info['status']}\n"
                f"progress  {info['done']}/{info['total']} done ({counts})")
+    if driver is not None:
+        click.echo(f"driver    {driver.describe()}")
     if info["best"] is not None:
         click.echo(f"best      {info['metric']} = {info['best']:.6g} (trial {info['best_key']}, "
                    f"run {info['best_run_id']})")
@@ -185,7 +189,9 @@ def list_(tracking_uri: str | None, ledger_url: str | None, output_format: str) 
     Console(width=200).print(table)
 
 
-DRIVER_SILENT = 5.0  # seconds without heartbeat (the driver beats every second)
+# seconds without heartbeat (the driver beats every second) after which a driver on another
+# host counts as gone; on this host its process is checked instead
+DRIVER_SILENT = 5.0
 
 
 @sweep.command("cancel")
@@ -218,7 +224,7 @@ def cancel(sweep_ref: str, tracking_uri: str | None, ledger_url: str | None,
         if ledger_ops.find_sweep(ledger, found.id).status != SWEEP_RUNNING:
             click.echo(f"sweep {found.name} ({found.id}) cancelled by its driver")
             return
-        # a driver silent for DRIVER_SILENT seconds is gone: close the sweep's runs here
+        # a driver gone (or elsewhere, silent for DRIVER_SILENT s): close its runs here
         if reap_with_store(ledger, uri, grace=DRIVER_SILENT, sweep_id=found.id):
             click.echo(f"sweep {found.name} ({found.id}) cancelled (its driver was gone)")
             return

@@ -8,13 +8,30 @@ import click
 
 from nnchain.cli import options
 from nnchain.cli.main import EXIT_FAILED, EXIT_OK
+from nnchain.nn.gradcheck import DEFAULT_TOLERANCE
 
 
-def _load_config(spec: str, overrides: tuple[str, ...]) -> dict:
+def _load_config(spec: str, overrides: tuple[str, ...], *, sweep_ok: bool = False) -> dict:
+    """The resolved config of a training spec. A sweep spec is refused with a pointer to
+    ``nnchain sweep run``, or with ``sweep_ok`` its first cell is taken."""
     from nnchain.config import apply_overrides, resolve_config
+    from nnchain.errors import SpecError
+    from nnchain.sweep import spec_kind
     from nnchain.yamlio import load_yaml_mapping
 
-    return resolve_config(apply_overrides(load_yaml_mapping(spec), overrides))
+    raw = load_yaml_mapping(spec)
+    if spec_kind(raw) == "training":
+        return resolve_config(apply_overrides(raw, overrides))
+    if not sweep_ok:
+        raise SpecError(spec, f"is a sweep spec (it has `name`, `parameters`, ...); run it "
+                              f"with `nnchain sweep run {spec}`")
+    from nnchain.sweep import describe_cell, expand, load_sweep_spec
+
+    first = expand(load_sweep_spec(spec, overrides))[0]
+    click.echo(f"{spec} is a sweep spec: checking its first cell ("
+               f"{describe_cell(first.overrides) or 'no parameters'}); "
+               f"`nnchain sweep run {spec}` runs them all", err=True)
+    return first.config
 
 
 @click.command()
@@ -64,7 +81,8 @@ def train(ctx: click.Context, spec: str, overrides: tuple[str, ...], tracking_ur
 @options.overrides
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1),
               help="How many training samples the check uses.")
-@click.option("--tolerance", default=1e-5, show_default=True, type=click.FloatRange(min=0),
+@click.option("--tolerance", default=DEFAULT_TOLERANCE, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Largest relative error that passes.")
 @options.output_format
 @click.pass_context
@@ -72,17 +90,20 @@ def gradcheck(ctx: click.Context, spec: str, overrides: tuple[str, ...], samples
               tolerance: float, output_format: str) -> None:
     """Check every parameter's gradient of SPEC's network against central differences.
 
-    The network is built in float64 on a few samples of the spec's data. Exit 0 when every
+    The network is built in float64 on a few samples of the spec's data. The relative
+    error |a - n| / max(|a|, |n|, floor) has a floor below which central differences are
+    noise (shown as `floor`). A sweep spec's first cell is checked. Exit 0 when every
     worst relative error is under the tolerance, 1 otherwise, 2 on bad input.
     """
     from nnchain.gradients import check_spec
 
-    config = _load_config(spec, overrides)
-    reports = check_spec(config, samples=samples)
+    config = _load_config(spec, overrides, sweep_ok=True)
+    reports = check_spec(config, samples=samples, tolerance=tolerance)
     passed = all(r.rel_error <= tolerance for r in reports.values())
     if output_format == "json":
         click.echo(json.dumps({
             "passed": passed, "tolerance": tolerance,
+            "floor": next(iter(reports.values())).floor if reports else None,
             "parameters": {name: {"rel_error": r.rel_error, "index": list(r.index),
                                   "analytic": r.analytic, "numeric": r.numeric}
                            for name, r in reports.items()}}, sort_keys=True))
@@ -93,4 +114,7 @@ def gradcheck(ctx: click.Context, spec: str, overrides: tuple[str, ...], samples
             ok = "yes" if r.rel_error <= tolerance else "NO"
             click.echo(f"{name:<8}{r.rel_error:>12.3e}  {str(tuple(r.index)):<14}"
                        f"{r.analytic:>14.6g}{r.numeric:>14.6g}  {ok}")
+        if reports:
+            click.echo(f"floor {next(iter(reports.values())).floor:.3g}: smaller gradients "
+                       f"are judged by their absolute error (numerical noise)", err=True)
     ctx.exit(EXIT_OK if passed else EXIT_FAILED)

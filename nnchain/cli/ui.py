@@ -1,14 +1,132 @@
-"""``nnchain ui``: the MLflow UI on the same store the runs went to."""
+"""``nnchain ui``: the MLflow UI on the same store the runs went to, run like a server.
+
+``mlflow server`` runs in its own process group (its own session), so that a stop reaches
+every process it started (the uvicorn worker included) and a terminal's Ctrl-C reaches
+only this process. SIGINT and SIGTERM are forwarded to the group as SIGTERM (MLflow's
+graceful stop); a group that has not stopped within ``STOP_GRACE`` seconds is killed.
+Exit 0 after SIGTERM, 130 after Ctrl-C, the server's own code if it stops by itself,
+2 on bad input (a store that does not exist without ``--create``, a port in use).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import click
 
 from nnchain.cli import options
+from nnchain.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+
+STOP_GRACE = 10.0  # seconds a stopping server gets before its group is killed
+READY_TIMEOUT = 120.0  # seconds to wait for the first HTTP answer before saying so
+
+
+def experiments_url(host: str, port: int) -> str:
+    """The address a browser opens: a wildcard bind is reached on the loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/#/experiments"
+
+
+def store_exists(uri: str) -> bool:
+    """Whether an MLflow store is already at ``uri``: an SQLite file, or a database with
+    MLflow's tables. A database that cannot be reached counts as existing: opening it
+    then says why in one line."""
+    from nnchain.tracking.store import sqlite_path
+
+    db_file = sqlite_path(uri)
+    if db_file is not None:
+        return db_file.is_file()
+    try:
+        from sqlalchemy import create_engine, inspect
+
+        engine = create_engine(uri)
+        try:
+            return inspect(engine).has_table("experiments")
+        finally:
+            engine.dispose()
+    except Exception:
+        return True
+
+
+def _check_port_free(host: str, port: int) -> None:
+    from nnchain.errors import SpecError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SpecError("--port", f"must be free on {host}, {port} is not "
+                                      f"({exc.strerror}); pick another with --port") from None
+
+
+class _Server:
+    """The ``mlflow server`` process group and the signals that stop it."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.stop_signal: int | None = None
+        self.process: subprocess.Popen | None = None
+        self._previous = {sig: signal.signal(sig, self._on_signal)
+                          for sig in (signal.SIGINT, signal.SIGTERM)}
+        # the server's logs go to stderr (fd 2): stdout carries only the address, the result
+        self.process = subprocess.Popen(command, env=env, start_new_session=True,
+                                        stdin=subprocess.DEVNULL, stdout=2)
+        if self.stop_signal is not None:  # a stop that came while it was starting
+            self._signal_group(signal.SIGTERM)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.stop_signal = self.stop_signal or signum
+        self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, signum: int) -> None:
+        if self.process is None:
+            return  # not started: wait() sees stop_signal and starts nothing more
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone already
+
+    def wait_ready(self, url: str) -> bool:
+        """Poll ``url`` until it answers; False if the server stopped or was stopped first."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.stop_signal is None and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    click.echo(f"the MLflow server has not answered {url} yet; still waiting",
+                               err=True)
+                    deadline = float("inf")
+                time.sleep(0.2)
+        return False
+
+    def wait(self) -> int:
+        """Wait for the server to stop, then make sure nothing of its group is left."""
+        killed_at = None
+        while (code := self.process.poll()) is None:
+            if self.stop_signal is not None:
+                killed_at = killed_at or time.monotonic() + STOP_GRACE
+                if time.monotonic() > killed_at:
+                    self._signal_group(signal.SIGKILL)
+            time.sleep(0.1)
+        self._signal_group(signal.SIGKILL)  # a worker that outlived the leader
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self.stop_signal == signal.SIGINT:
+            return EXIT_INTERRUPTED
+        if self.stop_signal is not None:
+            return EXIT_OK
+        return code
 
 
 @click.command()
@@ -16,15 +134,36 @@ from nnchain.cli import options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; the default keeps the UI on this machine.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-def ui(tracking_uri: str | None, host: str, port: int) -> None:
-    """Start the MLflow UI on the store (default ./nnchain-runs/). Ctrl-C stops it."""
+@click.option("--create", is_flag=True,
+              help="Create the store when it does not exist (default: refuse, exit 2).")
+def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
+    """Serve the MLflow UI on the store (default ./nnchain-runs/) until Ctrl-C or SIGTERM.
+
+    The experiments list's address is printed on stdout once the server answers. Exit 0
+    when stopped by SIGTERM, 130 by Ctrl-C, 2 on bad input (no store there without
+    --create, port in use).
+    """
     from nnchain.errors import SpecError
-    from nnchain.tracking.store import artifact_root, open_client, resolve_tracking_uri
+    from nnchain.tracking.store import (
+        artifact_root,
+        open_client,
+        redact,
+        resolve_tracking_uri,
+        sqlite_path,
+    )
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise SpecError("--tracking-uri", f"must be a database store for `nnchain ui`; {uri} is "
                                           "a tracking server, open it in a browser instead")
+    if not create and not store_exists(uri):
+        db_file = sqlite_path(uri)
+        found = (f"there is none at {db_file}; run from the folder that holds nnchain-runs/, "
+                 f"pass --tracking-uri" if db_file else
+                 f"the database {redact(uri)} has no MLflow tables")
+        raise SpecError("--tracking-uri", f"must be an existing MLflow store, {found}; or add "
+                                          f"--create to start an empty one")
+    _check_port_free(host, port)
     open_client(uri)  # created or checked here, so the server does not migrate it
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", "1"]
@@ -32,5 +171,13 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     if root:
         command += ["--default-artifact-root", root]
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    click.echo(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", err=True)
-    raise SystemExit(subprocess.call(command, env=env))
+    db_file = sqlite_path(uri)
+    store = str(db_file.parent if db_file and db_file.name == "mlflow.db" else redact(uri))
+    click.echo(f"MLflow UI on the store {store}; Ctrl-C stops it", err=True)
+    server = _Server(command, env)
+    url = experiments_url(host, port)
+    if server.wait_ready(url.split("#", 1)[0] + "health"):
+        click.echo(url)  # the result: where to point a browser
+        sys.stdout.flush()
+    raise SystemExit(server.wait())
+

@@ -6,7 +6,7 @@ decay adds ``weight_decay * W`` to the gradient of weight matrices only (names s
 with "W"; biases are not decayed); the grads themselves are left unchanged.
 
 - sgd:      Delta = -lr g
-- momentum: v = mu v - lr g;  Delta = v
+- momentum: v = mu v - lr g;  Delta = v  (mu: the `momentum` setting)
 - nesterov: v = mu v - lr g;  Delta = mu v - lr g  (the look-ahead form of Sutskever et al.)
 - rmsprop:  s = rho s + (1 - rho) g^2;  Delta = -lr g / (sqrt(s) + eps)
 - adam:     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
@@ -129,11 +129,11 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     name = "momentum"
     state_names = ("v",)
-    defaults = {"mu": 0.9}
+    defaults = {"momentum": 0.9}
 
     def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
         velocity = self.state["v"]
-        velocity *= self.hyper["mu"]
+        velocity *= self.hyper["momentum"]
         velocity -= np.multiply(grad, lr, out=out)
         return velocity
 
@@ -141,10 +141,10 @@ class Momentum(Optimizer):
 class Nesterov(Optimizer):
     name = "nesterov"
     state_names = ("v",)
-    defaults = {"mu": 0.9}
+    defaults = {"momentum": 0.9}
 
     def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
-        mu = self.hyper["mu"]
+        mu = self.hyper["momentum"]
         velocity = self.state["v"]
         lr_grad = np.multiply(grad, lr, out=out)
         velocity *= mu

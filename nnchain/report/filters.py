@@ -7,6 +7,8 @@
 trial without a value (a metric not recorded, a param that does not apply) reads as
 ``null``: ``val_accuracy=null`` finds them, and ``<``, ``>`` never hold for them.
 ``state`` (or ``status``) takes a trial state, in any case, with ``=`` or ``!=``.
+Any other run of ``=!<>`` characters (``>>``, ``=<``, ``<>``) is refused, never read
+as part of the value; a value that starts with one of them is quoted (``reason='<x'``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def parse_where(expression: str, catalog: Catalog) -> Condition:
     match = _EXPRESSION.match(expression.strip())
     if match is None or not match["key"].strip():
         raise SpecError(OPTION, f"{_FORM}, got {expression!r}")
+    extra = re.match(r"[=!<>]*", match["value"].lstrip())[0]
+    if extra:  # '>>', '=<', '=>', '<>', '===': no operator, and not part of the value
+        written = match["op"] + extra
+        raise SpecError(OPTION, f"OP must be one of {' '.join(OPERATORS)}, got {written!r} "
+                                f"in {expression!r}")
     op = "=" if match["op"] == "==" else match["op"]
     if op not in ("=", "!=") and not match["value"].strip():
         raise SpecError(OPTION, f"{_FORM}, and {op} needs a value after it, got {expression!r}")

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nnchain.errors import SpecError
+import sqlalchemy
+
+from nnchain.errors import SpecError, StoreError
 from nnchain.job import make_data
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import (
@@ -29,10 +32,11 @@ from nnchain.ledger.models import (
     Sweep,
     utcnow,
 )
-from nnchain.ledger.store import Ledger, open_ledger, resolve_ledger_url
-from nnchain.runner import cluster
-from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep, driver_identity
-from nnchain.runner.reaper import claim, reap
+from nnchain.ledger.store import Ledger, ledger_exists, open_ledger, resolve_ledger_url
+from nnchain.runner import cluster, identity
+from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep
+from nnchain.runner.executor import RayExecutor
+from nnchain.runner.reaper import claim, driver_state, driver_values, reap
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.retry import is_transient, with_retry
@@ -60,6 +64,11 @@ class SweepOptions:
     pack: int | None = None  # trials per Ray task; None: chosen from the sweep's size
     flush_seconds: float = 1.0
     num_cpus: int | None = None  # CPUs of a local Ray instance
+    sweep_id: str | None = None  # chosen by the caller (`sweep submit`); None: a new one
+
+
+# The ledger's sweep ids, as ``ledger.sweeps.new_sweep_id`` makes them.
+SWEEP_ID = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass
@@ -130,10 +139,11 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     from nnchain.sweep import expand, load_sweep_spec
 
     spec = load_sweep_spec(spec_path, overrides)
-    check_name("name", options.name or spec.name)
+    check_name("--name" if options.name else "name", options.name or spec.name)
     check_name("experiment", spec.experiment)
     trials = expand(spec, max_trials=options.max_trials)
     uri = resolve_tracking_uri(options.tracking_uri)
+    _check_new_sweep_id(options, uri)
     prepare_location(uri)
     cluster.check_address(options.address)
     local_cpus = None if (options.address or os.environ.get("RAY_ADDRESS")) else \
@@ -157,6 +167,33 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 
 
+def _check_new_sweep_id(options: SweepOptions, uri: str) -> None:
+    """A caller's sweep id must have the ledger's form and be new to it; checked read-only,
+    before anything is written (a ledger that does not exist yet holds no sweep)."""
+    sweep_id = options.sweep_id
+    if sweep_id is None:
+        return
+    if not SWEEP_ID.fullmatch(sweep_id):
+        raise SpecError("--sweep-id", f"must be 12 lowercase hex digits, got {sweep_id!r}")
+    url = resolve_ledger_url(uri, options.ledger_url)
+    if not ledger_exists(url):
+        return
+    ledger = Ledger(url)
+    try:
+        if not sqlalchemy.inspect(ledger.engine).has_table(Sweep.__tablename__):
+            return
+        with ledger.session() as session:
+            taken = session.scalar(sqlalchemy.select(Sweep.name).where(Sweep.id == sweep_id))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StoreError(f"cannot open the ledger {redact(url)}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    finally:
+        ledger.dispose()
+    if taken is not None:
+        raise SpecError("--sweep-id", f"must be new to the ledger, sweep {taken!r} has id "
+                                      f"{sweep_id}")
+
+
 def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: str,
                    trial_count: int) -> tuple[str, str]:
     """The sweep's experiment and parent run, recorded in the ledger. A parent run already
@@ -175,7 +212,7 @@ def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: 
             client, exp_id, sweep_id=sweep_id, name=name, spec_text=spec.text,
             trial_count=trial_count, settings=settings)
     ledger_ops.update_sweep(ledger, sweep_id, experiment_id=exp_id, parent_run_id=parent,
-                            driver=driver_identity(), heartbeat_at=utcnow())
+                            heartbeat_at=utcnow(), **driver_values(identity.current()))
     return exp_id, parent
 
 
@@ -188,7 +225,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
     ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
     reap(ledger, client)
     name = ledger_ops.free_name(ledger, options.name or spec.name)
-    sweep_id = ledger_ops.new_sweep_id()
+    sweep_id = options.sweep_id or ledger_ops.new_sweep_id()
     ledger_ops.create_sweep(
         ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
         fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
@@ -260,10 +297,11 @@ def resume_sweep(ref: str, options: SweepOptions,
     datasets, data_keys = _data_splits([t.config for t in trials])
     client = open_client(uri)
     reap(ledger, client, sweep_id=sweep.id)
-    if not claim(ledger, sweep.id, driver_identity()):
-        raise SpecError("SWEEP", f"sweep {sweep.name!r} must not be running to resume it, its "
-                                 f"driver {sweep.driver} is alive; wait, or run "
-                                 f"`nnchain sweep cancel {sweep.name}` first")
+    if not claim(ledger, sweep.id, identity.current()):
+        driver = driver_state(ledger_ops.find_sweep(ledger, sweep.id)).describe()
+        raise SpecError("SWEEP", f"sweep {sweep.name!r} must not be running to resume it, "
+                                 f"{driver}; wait, or run `nnchain sweep cancel "
+                                 f"{sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
     if not sweep.parent_run_id:  # the first driver died before the ledger heard of it
         _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
@@ -300,9 +338,11 @@ def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
 def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
              datasets: list, data_keys: list[str],
              on_progress: Callable[[Snapshot], None] | None) -> SweepResult:
+    executor = RayExecutor(datasets, cpus_per_task=settings.cpus_per_trial,
+                           flush_seconds=settings.flush_seconds)
     writer = MetricWriter(client, uri)
     driver = Driver(ledger=ledger, client=client, writer=writer, sweep=sweep,
-                    datasets=datasets, data_keys=data_keys, settings=settings,
+                    executor=executor, data_keys=data_keys, settings=settings,
                     on_progress=on_progress)
     driver.load(ledger_ops.trials_of(ledger, sweep.id))
     try:

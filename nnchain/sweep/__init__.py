@@ -14,6 +14,7 @@ from nnchain.sweep.spec import (
     apply_spec_overrides,
     load_sweep_spec,
     parse_sweep_spec,
+    spec_kind,
 )
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "parse_sweep_spec",
     "repeat_seed",
     "spec_fingerprint",
+    "spec_kind",
     "trial_key",
 ]

@@ -1,13 +1,18 @@
 """The sweep spec: a YAML file naming a base config, a search space and how to judge it.
 
 ```yaml
-name: xor-grid                 # required, [A-Za-z0-9._-]+
+name: xor-grid                 # required, see nnchain.names
 method: grid                   # grid | random
 metric: {name: val_cost, goal: minimize}
 data: {name: xor}              # the base config, as in a `nnchain train` spec
 parameters:
   train.lr: {values: [0.1, 0.5]}
 ```
+
+A sweep spec is told from a training spec (``nnchain train``) by its keys: one that has
+any key a training config does not (``SWEEP_KEYS``: ``name``, ``parameters``, ``method``,
+``metric``, ...) is a sweep spec; one with only ``seed``, ``data``, ``model``, ``train`` is
+a training spec. ``spec_kind`` says which, so each command can point at the other.
 
 ``parse_sweep_spec`` checks everything that can be checked without expanding cells:
 top-level keys, names, search options, each parameter's space, and each base value
@@ -19,24 +24,30 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnchain.config import FIELDS, SECTIONS, check_value, did_you_mean, known_path
+from nnchain.config import (
+    FIELDS,
+    SECTIONS,
+    check_value,
+    did_you_mean,
+    known_path,
+    parse_override,
+)
 from nnchain.errors import SpecError
+from nnchain.names import NAME_RULE, check_name
 from nnchain.sweep.space import Distribution, Space, is_finite, parse_parameter
-from nnchain.yamlio import load_yaml_mapping, parse_value
+from nnchain.yamlio import load_yaml_mapping
 
 METHODS = ("grid", "random")
 GOALS = ("minimize", "maximize")
 METRICS = ("train_cost", "val_cost", "train_accuracy", "val_accuracy")
-TOP_LEVEL_KEYS = ("name", "experiment", "seed", "method", "metric", "run_cap", "repeats",
-                  "max_retries", "trial_timeout", *SECTIONS, "parameters")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
-NAME_MAX_LENGTH = 100
+SWEEP_KEYS = ("name", "experiment", "method", "metric", "run_cap", "repeats", "max_retries",
+              "trial_timeout", "parameters")  # the top-level keys a training spec has not
+TOP_LEVEL_KEYS = (*SWEEP_KEYS, "seed", *SECTIONS)
 DEFAULT_MAX_RETRIES = 2
 
 
@@ -75,20 +86,26 @@ def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpe
     parameter (``parameters.train.lr={values: [0.1]}``); values are read as YAML.
     """
     data = load_yaml_mapping(path)
+    if spec_kind(data) == "training":
+        raise SpecError(str(path), "is a training spec (no `name` or `parameters`); run it "
+                                   f"with `nnchain train {path}`, or add `name` and "
+                                   "`parameters` for a sweep")
     text = Path(path).read_text(encoding="utf-8")
     return parse_sweep_spec(apply_spec_overrides(data, overrides), text,
                             overrides=tuple(overrides))
 
 
+def spec_kind(data: Mapping[str, Any]) -> str:
+    """``"sweep"`` when the raw mapping has any of ``SWEEP_KEYS``, else ``"training"``."""
+    return "sweep" if any(key in data for key in SWEEP_KEYS) else "training"
+
+
 def apply_spec_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict:
-    """Return a copy of the raw spec mapping with ``key=value`` overrides applied in order."""
+    """Return a copy of the raw spec mapping with ``key=value`` overrides applied in order
+    (each read by ``config.parse_override``, then routed to its part of the spec)."""
     data = copy.deepcopy(dict(data))
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError("--set", f"must look like key=value (train.epochs=10), got {item!r}")
-        value = parse_value(text)
+        key, value = parse_override(item)
         if key.startswith("parameters."):
             path = key.removeprefix("parameters.")
             _parameter_path(path)
@@ -134,9 +151,9 @@ def parse_sweep_spec(data: Mapping[str, Any], text: str = "",
             raise SpecError(str(key), f"is not a sweep spec key"
                                       f"{did_you_mean(str(key), TOP_LEVEL_KEYS)}")
     if "name" not in data:
-        raise SpecError("name", "is required: the sweep's name, [A-Za-z0-9._-]+")
-    name = _name("name", data["name"])
-    experiment = _name("experiment", data.get("experiment", name))
+        raise SpecError("name", f"is required: the sweep's name, {NAME_RULE}")
+    name = check_name("name", data["name"])
+    experiment = check_name("experiment", data.get("experiment", name))
     seed = check_value("seed", data.get("seed", FIELDS["seed"].default))
     method = _choice("method", data.get("method", "grid"), METHODS)
     metric = _metric(data.get("metric"))
@@ -154,18 +171,6 @@ def parse_sweep_spec(data: Mapping[str, Any], text: str = "",
                      run_cap=run_cap, repeats=repeats, max_retries=max_retries,
                      trial_timeout=trial_timeout, base=base, parameters=parameters, text=text,
                      overrides=tuple(overrides))
-
-
-def _name(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise SpecError(key, f"must be letters, digits, '.', '_' or '-' (no spaces or path "
-                             f"separators), got {value!r}")
-    if ".." in value or set(value) == {"."}:
-        raise SpecError(key, f"must not contain '..' or be only dots, got {value!r}")
-    if len(value) > NAME_MAX_LENGTH:
-        raise SpecError(key, f"must be at most {NAME_MAX_LENGTH} characters, "
-                             f"got {len(value)}")
-    return value
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:

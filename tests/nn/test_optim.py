@@ -141,7 +141,7 @@ def test_rules_by_hand():
     assert run("rmsprop", 1) == pytest.approx(1 - 0.2 / np.sqrt(0.4), rel=1e-7)
     # adam: bias-corrected m_hat = 2, v_hat = 4, so each step is -lr * 2 / 2 = -0.1
     assert run("adam", 3) == pytest.approx(0.7, rel=1e-7)
-    assert run("momentum", 2, mu=0.5) == pytest.approx(1 - 0.2 - 0.3)
+    assert run("momentum", 2, momentum=0.5) == pytest.approx(1 - 0.2 - 0.3)
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -149,7 +149,7 @@ def test_rules_by_hand():
     ({"name": "sgd", "lr": 0.0}, "lr"),
     ({"name": "sgd", "lr": float("nan")}, "lr"),
     ({"name": "sgd", "lr": 0.1, "weight_decay": -1.0}, "weight_decay"),
-    ({"name": "sgd", "lr": 0.1, "mu": 0.9}, "optimizer"),
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "optimizer"),
     ({"name": "adam", "lr": 0.1, "beta1": -0.5}, "optimizer"),
 ])
 def test_make_optimizer_validates(kwargs, field, rng):

@@ -99,3 +99,16 @@ def test_a_compare_process_imports_neither_mlflow_nor_ray(ledger, ledger_url):
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == len(CELLS)
     assert done.stderr.strip().endswith("heavy=")
+
+
+def test_an_unknown_where_operator_exits_2_listing_the_valid_ones(ledger, ledger_url):
+    result = invoke("grid", "--ledger-url", ledger_url, "--where", "train.lr>>0.1")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "--where: OP must be one of = != < <= > >=, got '>>'" in result.stderr
+
+
+def test_without_a_sweep_the_newest_is_compared(ledger, ledger_url):
+    result = invoke("--ledger-url", ledger_url, "--columns", "sweep,index", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert {row["sweep"] for row in json.loads(result.stdout)} == {"acc"}

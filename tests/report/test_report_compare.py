@@ -9,6 +9,7 @@ from report_sweep_data import CELLS, DIVERGED, LOST, NAN_END, PENDING_INDEX, RUN
 
 from nnchain.errors import SpecError
 from nnchain.ledger.models import FINISHED
+from nnchain.ledger.store import open_ledger
 from nnchain.report.compare import compare_sweeps
 
 UNRANKED = sorted((DIVERGED, LOST, NAN_END, RUNNING_INDEX, PENDING_INDEX))
@@ -152,6 +153,16 @@ def test_metric_values_are_floats_or_none_never_nan(ledger):
         assert value is None or math.isfinite(value)
 
 
-def test_no_sweep_is_a_spec_error(ledger):
-    with pytest.raises(SpecError):
-        compare_sweeps(ledger, [])
+def test_no_sweep_named_takes_the_newest(ledger):
+    """`nnchain sweep run ... && nnchain compare` shows the sweep just run, also when its
+    name was taken and it became name-2."""
+    assert [sweep.name for sweep in compare_sweeps(ledger, []).sweeps] == ["acc"]
+
+
+def test_no_sweep_in_the_ledger_is_a_spec_error(tmp_path):
+    empty = open_ledger(f"sqlite:///{tmp_path}/empty.db")
+    try:
+        with pytest.raises(SpecError, match="SWEEP"):
+            compare_sweeps(empty, [])
+    finally:
+        empty.dispose()

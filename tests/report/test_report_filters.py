@@ -66,6 +66,7 @@ def test_a_list_param_matches_the_param_format_however_it_is_spaced(ledger):
 def test_quoted_values_and_double_equals(ledger):
     relu = cells_where(lambda c: c.overrides["model.activation"] == "relu")
     assert matching(ledger, "model.activation='relu'") == relu
+    assert matching(ledger, "model.activation!='<relu'") == set(range(len(CELLS)))
     assert matching(ledger, 'model.activation == "relu"') == relu
 
 
@@ -107,6 +108,11 @@ def test_nothing_matching_is_an_empty_result_not_an_error(ledger):
     ("state=DONE", "state must be one of PENDING, RUNNING, FINISHED, FAILED, KILLED"),
     ("state=FINSHED", "did you mean 'FINISHED'"),
     ("state>FAILED", "state takes = or !="),
+    ("train.lr>>0.1", "OP must be one of = != < <= > >=, got '>>'"),
+    ("train.lr=<0.1", "got '=<'"),
+    ("train.lr => 0.1", "got '=>'"),
+    ("train.lr<>0.1", "got '<>'"),
+    ("model.activation===relu", "got '==='"),
 ])
 def test_bad_expressions_are_spec_errors_saying_what_must_hold(ledger, expression, says):
     catalog = Catalog(load_trials(ledger, ["grid"]))

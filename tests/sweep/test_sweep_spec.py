@@ -6,8 +6,10 @@ import copy
 
 import pytest
 
+from nnchain.config import apply_overrides, parse_override
 from nnchain.errors import SpecError
 from nnchain.sweep import Distribution, Metric, Value, Values, load_sweep_spec, parse_sweep_spec
+from nnchain.sweep.spec import spec_kind
 
 BASE = {
     "name": "xor-grid",
@@ -57,6 +59,9 @@ def test_accuracy_metric_defaults_to_maximize():
     ({"name": ".."}, "name"),
     ({"name": "x" * 101}, "name"),
     ({"name": "has space"}, "name"),
+    ({"name": "-dash-first"}, "name"),
+    ({"name": "x" * 100 + "y"}, "name"),
+    ({"experiment": "has space"}, "experiment"),
     ({"experiment": "../up"}, "experiment"),
     ({"methd": "grid"}, "methd"),
     ({"method": "bayes"}, "method"),
@@ -223,3 +228,37 @@ def test_bad_overrides(tmp_path, override, field):
 def test_load_missing_file(tmp_path):
     with pytest.raises(SpecError):
         load_sweep_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("data", "kind"), [
+    ({"seed": 0, "data": {"name": "xor"}, "model": {}, "train": {}}, "training"),
+    ({}, "training"),
+    ({"name": "a", "data": {"name": "xor"}}, "sweep"),
+    ({"data": {"name": "xor"}, "parameters": {}}, "sweep"),
+    ({"data": {"name": "xor"}, "method": "grid"}, "sweep"),
+    ({"data": {"name": "xor"}, "metric": {"name": "val_cost"}}, "sweep"),
+])
+def test_spec_kind(data, kind):
+    assert spec_kind(data) == kind
+
+
+def test_a_training_spec_given_as_a_sweep_names_nnchain_train(tmp_path):
+    path = write(tmp_path, "data: {name: xor}\ntrain: {epochs: 5}\n")
+    with pytest.raises(SpecError) as info:
+        load_sweep_spec(path, ["train.epochs=3"])
+    assert info.value.field == str(path)
+    assert f"is a training spec (no `name` or `parameters`); run it with `nnchain train {path}`" \
+        in str(info.value)
+
+
+def test_one_override_reader_for_training_and_sweep_specs(tmp_path):
+    assert parse_override(" train.lr = 0.3") == ("train.lr", 0.3)
+    assert parse_override("model.hidden=[8, 8]") == ("model.hidden", [8, 8])
+    assert parse_override("train.batch_size=null") == ("train.batch_size", None)
+    path = write(tmp_path, "name: r\ndata: {name: xor}\n")
+    for bad in ("no-equals", "=0.3"):
+        with pytest.raises(SpecError) as sweep_error:
+            load_sweep_spec(path, [bad])
+        with pytest.raises(SpecError) as train_error:
+            apply_overrides({"data": {"name": "xor"}}, [bad])
+        assert str(sweep_error.value) == str(train_error.value)
