@@ -44,15 +44,11 @@ def store_exists(uri: str) -> bool:
     db_file = sqlite_path(uri)
     if db_file is not None:
         return db_file.is_file()
-    try:
-        from sqlalchemy import create_engine, inspect
+    from nnchain.tracking.mlflow_sql import has_mlflow_tables
 
-        engine = create_engine(uri)
-        try:
-            return inspect(engine).has_table("experiments")
-        finally:
-            engine.dispose()
-    except Exception:
+    try:
+        return has_mlflow_tables(uri)
+    except Exception:  # noqa: BLE001 - unreachable: open_client says why
         return True
 
 

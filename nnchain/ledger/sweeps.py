@@ -32,12 +32,16 @@ from nnchain.ledger.states import (
     check_transition,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.names import NAME_MAX_LENGTH
 
 # The states a trial may be in to move to each state (itself included: a write retried
 # after its answer was lost finds it already done).
 PREDECESSORS: dict[str, frozenset[str]] = {
     new: frozenset({new} | {old for old, targets in TRANSITIONS.items() if new in targets})
     for new in TRIAL_STATES}
+
+
+SWEEP_ID = re.compile(r"[0-9a-f]{12}")  # what new_sweep_id makes
 
 
 def new_sweep_id() -> str:
@@ -53,19 +57,26 @@ def free_name(ledger: Ledger, name: str) -> str:
         return name
     pattern = re.compile(re.escape(name) + r"-(\d+)$")
     numbers = [int(m.group(1)) for t in taken if (m := pattern.match(t))]
-    return f"{name}-{max(numbers, default=1) + 1}"
+    free = f"{name}-{max(numbers, default=1) + 1}"
+    if len(free) > NAME_MAX_LENGTH:
+        raise SpecError("--name", f"must be a free name; {name!r} is taken and {free!r} is "
+                                  f"longer than {NAME_MAX_LENGTH} characters")
+    return free
 
 
 def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, spec_text: str,
                  fingerprint: str, metric_name: str, metric_goal: str, options: Mapping,
-                 tracking_uri: str, trials: Sequence[Any]) -> Sweep:
-    """Insert a sweep and all of its trials (PENDING) in one transaction."""
+                 tracking_uri: str, trials: Sequence[Any],
+                 driver: Mapping[str, Any] | None = None) -> Sweep:
+    """Insert a sweep and all of its trials (PENDING) in one transaction; ``driver``: the
+    columns naming the driver process (``reaper.driver_values``), so that a driver killed
+    from here on is recognised as gone."""
     with ledger.session() as session:
         sweep = Sweep(id=sweep_id, name=name, experiment=experiment, spec_text=spec_text,
                       fingerprint=fingerprint, metric_name=metric_name,
                       metric_goal=metric_goal, options=dict(options),
                       tracking_uri=tracking_uri, trial_count=len(trials),
-                      heartbeat_at=utcnow())
+                      heartbeat_at=utcnow(), **dict(driver or {}))
         session.add(sweep)
         session.flush()
         session.add_all(Trial(sweep_id=sweep_id, key=t.key, index=t.index, repeat=t.repeat,

@@ -10,9 +10,7 @@ bounded and their messages are taken in completion order.
 from __future__ import annotations
 
 import math
-import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -484,6 +482,3 @@ def _lost_reason(error: Exception | None) -> str:
     text = str(error).strip().splitlines()
     return f"worker lost ({type(error).__name__}: {text[0] if text else ''})"[:500]
 
-
-def driver_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"

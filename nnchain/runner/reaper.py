@@ -27,6 +27,7 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
+from nnchain.ledger.sweeps import kill_trials
 from nnchain.runner.identity import (  # noqa: F401 - the grace: imported from here
     DEFAULT_GRACE_SECONDS,
     GRACE_ENV,
@@ -173,9 +174,7 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
     for trial in running:
         if trial.run_id:  # a run FINISHED in MLflow but not in the ledger is re-run too
             _end_if_running(client, trial.run_id, reason, also=("FINISHED",))
-        with ledger.session() as session:
-            session.execute(update(Trial).where(Trial.id == trial.id, Trial.state == RUNNING)
-                            .values(state=KILLED, reason=reason, ended_at=utcnow()))
+        kill_trials(ledger, [trial.id], reason)  # the sweep is claimed: nothing else moves it
     if sweep is not None and sweep.parent_run_id:
         _end_if_running(client, sweep.parent_run_id, reason)
     # child runs the ledger never heard of (created just before the driver died)

@@ -246,7 +246,7 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
 
     env = os.environ if options.env is None else options.env
     spec = load_sweep_spec(spec_path, overrides)
-    name = check_name("name", options.name or spec.name)
+    name = check_name("--name" if options.name else "name", options.name or spec.name)
     check_name("experiment", spec.experiment)
     trials = expand(spec, max_trials=options.max_trials)
     address = resolve_address(options.address, env)

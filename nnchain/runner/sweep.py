@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -65,10 +64,6 @@ class SweepOptions:
     flush_seconds: float = 1.0
     num_cpus: int | None = None  # CPUs of a local Ray instance
     sweep_id: str | None = None  # chosen by the caller (`sweep submit`); None: a new one
-
-
-# The ledger's sweep ids, as ``ledger.sweeps.new_sweep_id`` makes them.
-SWEEP_ID = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass
@@ -157,8 +152,11 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
         recording = pool.submit(_record_sweep, spec, trials, uri, options, ray_ready)
         try:
             resources = cluster.connect(options.address, num_cpus=options.num_cpus)
-        finally:
+        except BaseException as error:
             ray_ready.set()
+            _stop_recorded(recording, f"Ray did not start: {str(error).splitlines()[0]}"[:500])
+            raise
+        ray_ready.set()
         client, ledger, sweep = recording.result()
     settings = _settings(spec, options, resources, len(trials),
                          trials[0].config["train"].get("checkpoint_every", 0))
@@ -167,13 +165,25 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
 
 
+def _stop_recorded(recording, reason: str) -> None:
+    """Ray failed while the sweep was being recorded: once recorded, the sweep is STOPPED
+    and its parent run KILLED (resumable, nothing left RUNNING); a recording that failed
+    too is left to the Ray error, which is the one to report."""
+    try:
+        client, ledger, sweep = recording.result()
+        sweep_runs.end_run(client, sweep.parent_run_id, KILLED, reason)
+        ledger_ops.update_sweep(ledger, sweep.id, status=SWEEP_STOPPED)
+    except Exception:  # noqa: BLE001 - the Ray error is raised by the caller
+        pass
+
+
 def _check_new_sweep_id(options: SweepOptions, uri: str) -> None:
     """A caller's sweep id must have the ledger's form and be new to it; checked read-only,
     before anything is written (a ledger that does not exist yet holds no sweep)."""
     sweep_id = options.sweep_id
     if sweep_id is None:
         return
-    if not SWEEP_ID.fullmatch(sweep_id):
+    if not ledger_ops.SWEEP_ID.fullmatch(sweep_id):
         raise SpecError("--sweep-id", f"must be 12 lowercase hex digits, got {sweep_id!r}")
     url = resolve_ledger_url(uri, options.ledger_url)
     if not ledger_exists(url):
@@ -232,7 +242,8 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
         metric_goal=spec.metric.goal, tracking_uri=redact(uri), trials=trials,
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
-                 "overrides": list(spec.overrides)})
+                 "overrides": list(spec.overrides)},
+        driver=driver_values(identity.current()))
     exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
                                 len(trials), what="the MLflow store")
     trials = ledger_ops.trials_of(ledger, sweep_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,8 +42,6 @@ _CLAMP = sys.float_info.max
 ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 150
 # Set (to anything but "" or "0"): MLflow's client for everything, whatever the revision.
 PLAIN_MLFLOW = "NNCHAIN_PLAIN_MLFLOW"
-_warned = False  # the untested-revision line is printed once a process
-_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -113,14 +110,11 @@ def tables_of(tracking_uri: str) -> Iterator[MlflowTables | None]:
 
 
 def _warn_untested(revision: str) -> None:
-    global _warned
-    with _warned_lock:  # the sweep records from a thread of its own
-        if _warned:
-            return
-        _warned = True
-    print(f"nnchain: MLflow store at schema revision {revision or 'unknown'}, not one nnchain "
-          f"was tested with ({', '.join(sorted(TESTED_REVISIONS))}); reading and writing "
-          f"through MLflow's client (slower)", file=sys.stderr, flush=True)
+    from nnchain.versions import say_once
+
+    say_once(f"MLflow store at schema revision {revision or 'unknown'}, not one nnchain was "
+             f"tested with ({', '.join(sorted(TESTED_REVISIONS))}); reading and writing "
+             f"through MLflow's client (slower)")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

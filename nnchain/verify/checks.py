@@ -26,7 +26,7 @@ from nnchain.ledger.models import (
     utcnow,
 )
 from nnchain.ledger.store import Ledger
-from nnchain.runner.reaper import DEFAULT_GRACE_SECONDS
+from nnchain.runner.reaper import DEFAULT_GRACE_SECONDS, driver_state
 from nnchain.tracking.recorder import MAX_PARAM_LENGTH
 from nnchain.tracking.store import is_sql_store
 from nnchain.verify.steps import check_steps
@@ -193,16 +193,15 @@ def _sweep_runs(client, tracking_uri: str, sweep: Sweep, trials: list[Trial],
 
 
 def _stopped_because(sweep: Sweep, now: datetime, grace_seconds: float) -> str:
-    """Why the sweep counts as not running ("" when its driver is alive)."""
+    """Why the sweep counts as not running ("" when its driver is running): its ledger
+    status, or its driver lost as the reaper sees it (checked on this host, else the
+    heartbeat's age against the grace)."""
     if sweep.status != SWEEP_RUNNING:
         return f"the sweep is {sweep.status} in the ledger"
-    if sweep.heartbeat_at is None:
-        return "the sweep is RUNNING in the ledger but its driver never heartbeat"
-    age = (now - sweep.heartbeat_at).total_seconds()
-    if age > grace_seconds:
-        return (f"the sweep is RUNNING in the ledger but its heartbeat is {age:.0f} s old "
-                f"(grace {grace_seconds:g} s)")
-    return ""
+    state = driver_state(sweep, grace=grace_seconds, now=now)
+    if not state.lost:
+        return ""
+    return f"the sweep is RUNNING in the ledger but {state.describe()}"
 
 
 def _key(run) -> str:

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
+from nnchain import versions
 from nnchain.tracking import mlflow_sql, sweep_runs
 from nnchain.tracking.metrics import Block, MetricWriter, last_steps
 from nnchain.tracking.store import KIND_TAG, KIND_TRAINING, experiment_id, open_client
@@ -116,7 +117,7 @@ def test_an_untested_revision_gets_the_same_records_through_the_client(
 
     # the store's revision is not a tested one, as with an MLflow newer than nnchain knows
     monkeypatch.setattr(mlflow_sql, "TESTED_REVISIONS", frozenset({"0123456789ab"}))
-    monkeypatch.setattr(mlflow_sql, "_warned", False)
+    monkeypatch.setattr(versions, "_said", set())
     writer = MetricWriter(store.client, store.uri)
     assert writer.tables is None  # the client's path, not the adapter
     client_parent = record_sweep(store, "untested")
@@ -147,13 +148,13 @@ def test_the_tested_revision_is_the_installed_mlflow_head(sqlite_store, tmp_path
     assert tables is not None and tables.revision in mlflow_sql.TESTED_REVISIONS
     tables.dispose()
     assert mlflow_sql.open_tables("http://127.0.0.1:1") is None
-    monkeypatch.setattr(mlflow_sql, "_warned", False)
+    monkeypatch.setattr(versions, "_said", set())
     assert mlflow_sql.open_tables(f"sqlite:///{tmp_path / 'bare.db'}") is None  # no revision
     assert "schema revision unknown, not one nnchain was tested with" in capsys.readouterr().err
 
 
 def test_the_switch_turns_the_adapter_off_without_a_word(sqlite_store, monkeypatch, capsys):
-    monkeypatch.setattr(mlflow_sql, "_warned", False)
+    monkeypatch.setattr(versions, "_said", set())
     monkeypatch.setenv(mlflow_sql.PLAIN_MLFLOW, "1")
     assert MetricWriter(sqlite_store.client, sqlite_store.uri).tables is None
     monkeypatch.setenv(mlflow_sql.PLAIN_MLFLOW, "0")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,12 +20,15 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from nnchain import versions
 from nnchain.cli.main import TranslatingGroup
 from nnchain.cli.verify import verify as verify_command
 from nnchain.config import to_params
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import utcnow
 from nnchain.ledger.store import Ledger, open_ledger
+from nnchain.runner import identity
+from nnchain.runner.reaper import driver_values
 from nnchain.runner.sweep import SweepOptions, run_sweep
 from nnchain.tracking import mlflow_sql
 from nnchain.verify import LEDGER, Violation, check_sweep, verify_sweep
@@ -208,15 +213,31 @@ def test_run_left_running_after_the_sweep_stopped_breaks_invariant_2(stores):
     assert "the sweep is FINISHED in the ledger" in found(violations, 2)[0].message
     assert found(violations, LEDGER, run_id)  # ledger FINISHED, MLflow RUNNING
 
-    # a live driver (fresh heartbeat) may have RUNNING runs; a silent one may not
-    ledger_ops.update_sweep(stores.ledger, sweep.id, status="RUNNING", heartbeat_at=utcnow())
+    # a live driver on another host (fresh heartbeat) may have RUNNING runs; a silent one
+    # may not
+    ledger_ops.update_sweep(stores.ledger, sweep.id, status="RUNNING", heartbeat_at=utcnow(),
+                            driver="elsewhere:7", driver_host="elsewhere", driver_pid=7)
     assert found(stores.verify(), 2) == []
     ledger_ops.update_sweep(stores.ledger, sweep.id,
                             heartbeat_at=utcnow() - timedelta(seconds=120))
     stale = found(stores.verify(), 2)
-    assert [v.run_id for v in stale] == [run_id] and "heartbeat is 120 s old" in \
+    assert [v.run_id for v in stale] == [run_id] and "last heartbeat 120 s ago" in \
         stale[0].message
     assert found(stores.verify(grace_seconds=300), 2) == []
+
+    # on this host the driver's process is checked: gone is stopped, whatever the heartbeat
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = identity.of_pid(child.pid)
+    child.kill()
+    child.wait()
+    ledger_ops.update_sweep(stores.ledger, sweep.id, heartbeat_at=utcnow(),
+                            **driver_values(gone))
+    dead = found(stores.verify(grace_seconds=300), 2)
+    assert [v.run_id for v in dead] == [run_id] and "is gone (checked on this host)" in \
+        dead[0].message
+    ledger_ops.update_sweep(stores.ledger, sweep.id, heartbeat_at=utcnow() -
+                            timedelta(seconds=120), **driver_values(identity.current()))
+    assert found(stores.verify(), 2) == []  # running here: not stopped, however silent
 
 
 def test_finished_trial_whose_run_failed_is_a_ledger_violation(stores):
@@ -349,7 +370,7 @@ def test_a_sweep_on_an_untested_revision_is_recorded_through_the_client(
     """MLflow newer than nnchain knows: the sweep's runs, metrics, starts and ends all go
     through MLflow's client, say so once, and verify clean."""
     monkeypatch.setattr(mlflow_sql, "TESTED_REVISIONS", frozenset({"0123456789ab"}))
-    monkeypatch.setattr(mlflow_sql, "_warned", False)
+    monkeypatch.setattr(versions, "_said", set())
     (runs_home / "spec.yaml").write_text(SPEC.replace("[0.1, 1.0]", "[0.1]"))
     uri = f"sqlite:///{runs_home / 'runs' / 'mlflow.db'}"
     result = run_sweep(str(runs_home / "spec.yaml"), [], SweepOptions(tracking_uri=uri))
