@@ -1,5 +1,8 @@
 """``nnchain ui``: the MLflow UI on the same store the runs went to, run like a server.
 
+The server is ``mlflow server --app-name nnchain``: MLflow's app plus nnchain's start page
+(``nnchain.cli.ui_app``), the address printed on stdout.
+
 ``mlflow server`` runs in its own process group (its own session), so that a stop reaches
 every process it started (the uvicorn worker included) and a terminal's Ctrl-C reaches
 only this process. SIGINT and SIGTERM are forwarded to the group as SIGTERM (MLflow's
@@ -21,18 +24,39 @@ import urllib.request
 import click
 
 from nnchain.cli import options
+from nnchain.cli.ui_app import APP_NAME, START_PATH
 from nnchain.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 
 STOP_GRACE = 10.0  # seconds a stopping server gets before its group is killed
 READY_TIMEOUT = 120.0  # seconds to wait for the first HTTP answer before saying so
 
 
-def experiments_url(host: str, port: int) -> str:
-    """The address a browser opens: a wildcard bind is reached on the loopback."""
+def _start_page_available() -> bool:
+    """The start page writes a key of MLflow 3.17's UI (see ``ui_app``): served only with an
+    MLflow of the tested versions, where this install registered its entry point (an
+    install older than the page has none); else the plain server, said once."""
+    from importlib.metadata import entry_points
+
+    from nnchain.versions import TESTED, installed_version, is_tested, say_once
+
+    if not is_tested("mlflow"):
+        say_once(f"MLflow {installed_version('mlflow')} is not a version nnchain's start page "
+                 f"was tested with ({TESTED['mlflow']}); experiments may open on MLflow's "
+                 f"GenAI view: choose \"Model training\" at its top left")
+        return False
+    if not any(point.name == APP_NAME for point in entry_points(group="mlflow.app")):
+        say_once("this install has no start page (reinstall nnchain: pip install -e .); "
+                 "experiments may open on MLflow's GenAI view: choose \"Model training\"")
+        return False
+    return True
+
+
+def server_url(host: str, port: int) -> str:
+    """The server's address as a browser reaches it: a wildcard bind on the loopback."""
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/#/experiments"
+    return f"http://{shown}:{port}"
 
 
 def store_exists(uri: str) -> bool:
@@ -135,7 +159,9 @@ class _Server:
 def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
     """Serve the MLflow UI on the store (default ./nnchain-runs/) until Ctrl-C or SIGTERM.
 
-    The experiments list's address is printed on stdout once the server answers. Exit 0
+    The address to open is printed on stdout once the server answers: nnchain's start
+    page, which sets a new browser's MLflow UI to "Model training" (experiments open on
+    their runs table, not the GenAI overview) and goes on to the experiments list. Exit 0
     when stopped by SIGTERM, 130 by Ctrl-C, 2 on bad input (no store there without
     --create, port in use).
     """
@@ -163,6 +189,9 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
     open_client(uri)  # created or checked here, so the server does not migrate it
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", "1"]
+    start_page = _start_page_available()
+    if start_page:
+        command += ["--app-name", APP_NAME]
     root = artifact_root(uri)
     if root:
         command += ["--default-artifact-root", root]
@@ -171,9 +200,10 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
     store = str(db_file.parent if db_file and db_file.name == "mlflow.db" else redact(uri))
     click.echo(f"MLflow UI on the store {store}; Ctrl-C stops it", err=True)
     server = _Server(command, env)
-    url = experiments_url(host, port)
-    if server.wait_ready(url.split("#", 1)[0] + "health"):
-        click.echo(url)  # the result: where to point a browser
+    url = server_url(host, port)
+    if server.wait_ready(f"{url}/health"):
+        # the result: where to point a browser
+        click.echo(url + (START_PATH if start_page else "/#/experiments"))
         sys.stdout.flush()
     raise SystemExit(server.wait())
 

@@ -17,7 +17,9 @@ from nnchain.errors import SpecError, StoreError
 from nnchain.names import check_name  # noqa: F401 - the one name rule, re-exported here
 
 DEFAULT_ROOT = "nnchain-runs"
-# MLflow 3's UI opens an experiment of this kind on its runs table, not the GenAI overview
+# the experiment's kind (model training, not GenAI), as MLflow's API reports it. MLflow's
+# UI reads it only with its "GenAI | Model training" switch off; 3.17 has the switch on,
+# which follows the browser's saved choice instead: `nnchain ui`'s start page sets that
 KIND_TAG = "mlflow.experimentKind"
 KIND_TRAINING = "custom_model_development"
 _PG_LOCK = 0x6E6E6368  # "nnch": the advisory lock key of store creation
@@ -177,7 +179,8 @@ def _create_sqlite_atomically(uri: str) -> None:
 def experiment_id(client, name: str, location: str | None) -> str:
     """The id of experiment ``name``, created if missing; safe when two processes race.
 
-    It carries ``KIND_TAG``, so MLflow 3's UI opens it on its runs table."""
+    It carries ``KIND_TAG``, the kind MLflow's API reports; which view MLflow 3.17's UI
+    opens it on follows the browser's saved choice, which ``nnchain ui`` sets."""
     from mlflow.exceptions import MlflowException
 
     existing = client.get_experiment_by_name(name)

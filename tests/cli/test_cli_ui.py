@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from nnchain.cli.main import main
+from nnchain.cli.ui_app import CHOICE_KEY, START_PATH
 from nnchain.tracking.store import (
     KIND_TAG,
     artifact_root,
@@ -120,14 +121,16 @@ def test_ui_serves_and_stops_its_whole_group(store, signum, expected):
     ui = UiProcess(store)
     try:
         url = ui.wait_for_url()
-        assert url == f"http://127.0.0.1:{ui.port}/#/experiments"
+        assert url == f"http://127.0.0.1:{ui.port}{START_PATH}"
+        with urllib.request.urlopen(url, timeout=10) as start:  # served by the same server
+            assert CHOICE_KEY in start.read().decode()
         group = ui.server_group()
         assert group != os.getpgid(ui.process.pid)  # its own group: Ctrl-C reaches ui only
         answer = urllib.request.urlopen(
             f"http://127.0.0.1:{ui.port}/api/2.0/mlflow/experiments/get-by-name"
             f"?experiment_name={EXPERIMENT}", timeout=10)
         tags = {t["key"]: t["value"] for t in json.load(answer)["experiment"].get("tags", [])}
-        assert KIND_TAG in tags  # MLflow 3's UI opens it on the runs table
+        assert KIND_TAG in tags  # the experiment's kind, as MLflow's API reports it
         code, stderr = ui.stop(signum)
     finally:
         if ui.process.poll() is None:
@@ -154,3 +157,15 @@ def test_ui_refuses_a_port_in_use(store):
         result = CliRunner().invoke(main, ["ui", "--tracking-uri", str(store),
                                            "--port", str(port)])
     assert result.exit_code == 2 and "--port" in result.stderr
+
+
+def test_the_start_page_is_served_only_with_the_tested_mlflow(monkeypatch, capsys):
+    from nnchain import versions
+    from nnchain.cli import ui
+
+    monkeypatch.setattr(versions, "_said", set())
+    assert ui._start_page_available()  # this install: the tested MLflow, its entry point
+    monkeypatch.setattr(versions, "installed_version", lambda lib: "3.99.0")
+    assert not ui._start_page_available()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MLflow 3.99.0 is not a version" in err

@@ -4,7 +4,9 @@ MLflow 3's UI has two views of an experiment: the model-training one (the runs t
 tab ``runs``) and the GenAI one (a traces overview with token usage, tab ``overview``).
 In MLflow 3.17 the view follows the browser's "GenAI | Model training" switch (the URL's
 ``workflowType``, else the choice stored in the browser, else GenAI), not the experiment's
-``mlflow.experimentKind`` tag. These tests pin down what a user of ``nnchain ui`` sees.
+``mlflow.experimentKind`` tag. The address ``nnchain ui`` prints is its start page, which
+stores "Model training" in a browser that has no choice yet. These tests follow that
+address as a user does, from a fresh browser profile each.
 
 Needs the Debian ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs them)
 and ``selenium``; skipped without them.
@@ -12,6 +14,7 @@ and ``selenium``; skipped without them.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -23,6 +26,7 @@ from click.testing import CliRunner
 from test_cli_ui import UiProcess
 
 from nnchain.cli.main import main
+from nnchain.cli.ui_app import CHOICE_KEY, START_PATH
 from nnchain.tracking.store import KIND_TAG, KIND_TRAINING, open_client, resolve_tracking_uri
 
 CHROMIUM = "/usr/bin/chromium"
@@ -159,33 +163,34 @@ def run_is_listed(driver) -> bool:
                     f"run {RUN_NAME} is not in the runs table")
 
 
-def test_an_experiment_without_the_kind_tag_opens_on_the_genai_overview(served, browser):
-    url, ids = served
-    click_experiment(browser, url, UNTAGGED)
-    assert view(browser, ids[UNTAGGED], "untagged") == "genai"
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "MLflow 3.17's UI ignores mlflow.experimentKind: a browser that never chose "
-    "'Model training' opens every experiment on the GenAI overview"))
 def test_an_nnchain_experiment_opens_on_its_runs_table(served, browser):
     url, ids = served
     click_experiment(browser, url, EXPERIMENT)
     assert view(browser, ids[EXPERIMENT], "nnchain") == "runs"
     assert run_is_listed(browser)
+    # the choice is the browser's: an experiment made elsewhere opens the same
+    click_experiment(browser, url, UNTAGGED)
+    assert view(browser, ids[UNTAGGED], "untagged") == "runs"
 
 
-def test_choosing_model_training_once_opens_experiments_on_the_runs_table(served, browser):
-    """The way a user has today: the switch's choice is kept by the browser."""
+def test_without_the_start_page_the_tag_alone_opens_the_genai_overview(served, browser):
+    """Why the start page exists: the experiments list's own address, in a browser that
+    never chose, opens even a tagged experiment on the GenAI overview."""
+    url, ids = served
+    click_experiment(browser, url.removesuffix(START_PATH) + "/#/experiments", EXPERIMENT)
+    assert view(browser, ids[EXPERIMENT], "no-start-page") == "genai"
+
+
+def test_a_users_own_choice_outlives_the_start_page(served, browser):
+    """The start page only fills in a missing choice: "GenAI" picked on the switch stays."""
     from selenium.webdriver.common.by import By
 
     url, ids = served
     browser.get(url)
-    wait_for(browser, lambda d: d.find_element(By.XPATH, "//*[text()='Model training']"),
-             "no 'Model training' switch on the experiments list").click()
+    wait_for(browser, lambda d: d.find_element(By.XPATH, "//*[text()='GenAI']"),
+             "no 'GenAI' switch on the experiments list").click()
+    wait_for(browser, lambda d: d.execute_script("return localStorage.getItem(arguments[0])",
+                                                 CHOICE_KEY) == json.dumps("genai"),
+             "the switch did not store GenAI")
     click_experiment(browser, url, EXPERIMENT)
-    assert view(browser, ids[EXPERIMENT], "after-choice") == "runs"
-    assert run_is_listed(browser)
-    # the browser's choice decides, not the tag: an experiment without one opens the same
-    click_experiment(browser, url, UNTAGGED)
-    assert view(browser, ids[UNTAGGED], "untagged-after-choice") == "runs"
+    assert view(browser, ids[EXPERIMENT], "own-choice") == "genai"
