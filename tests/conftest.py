@@ -51,6 +51,18 @@ def pg_url():
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path):
+    """An empty ledger on SQLite, then on a fresh PostgreSQL database (``pg_url``)."""
+    from nnchain.ledger.store import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else \
+        request.getfixturevalue("pg_url")
+    ledger = open_ledger(url)
+    yield ledger
+    ledger.dispose()
+
+
 @pytest.fixture
 def runs_home(tmp_path, monkeypatch):
     """Run in a temp working directory so ./nnchain-runs/ lands there."""

@@ -20,16 +20,6 @@ from nnchain.ledger.states import (
     TRIAL_STATES,
     TransitionError,
 )
-from nnchain.ledger.store import open_ledger
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else \
-        request.getfixturevalue("pg_url")
-    ledger = open_ledger(url)
-    yield ledger
-    ledger.dispose()
 
 
 def cells(n: int) -> list[SimpleNamespace]:

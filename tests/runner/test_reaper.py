@@ -80,15 +80,7 @@ def test_elsewhere_cannot_be_checked(gone):
 
 
 # ---- the reap rule, on ledger rows written here (no MLflow run: the client is not used) --
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else \
-        request.getfixturevalue("pg_url")
-    ledger = open_ledger(url)
-    yield ledger
-    ledger.dispose()
-
-
+# (the `ledger` fixture: tests/conftest.py, SQLite then PostgreSQL)
 def running_sweep(ledger, driver: ProcessIdentity, heartbeat_age: float, name: str = "s"):
     """A RUNNING sweep of two trials, one RUNNING, whose driver last beat that long ago."""
     cells = [SimpleNamespace(key=f"k{i}", index=i, repeat=0, config={"i": i}, overrides={})

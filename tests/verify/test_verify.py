@@ -335,7 +335,9 @@ def test_postgresql_sweep(runs_home, ray_local, pg_url):
 
 def test_a_live_sweep_in_the_middle_of_a_write_is_not_a_violation(stores):
     sweep, trials = stores.trials()
-    ledger_ops.update_sweep(stores.ledger, sweep.id, status="RUNNING", heartbeat_at=utcnow())
+    # a driver on another host: its heartbeat decides whether it is live
+    ledger_ops.update_sweep(stores.ledger, sweep.id, status="RUNNING", heartbeat_at=utcnow(),
+                            driver="elsewhere:7", driver_host="elsewhere", driver_pid=7)
     stores.client.update_run(sweep.parent_run_id, status="RUNNING")
     # the driver ended the run in MLflow and is about to record it in the ledger
     ledger_ops.update_trial(stores.ledger, trials[0].id, state="RUNNING")
