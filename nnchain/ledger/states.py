@@ -9,8 +9,10 @@ from nnchain.errors import NnchainError
 
 # Trial states.
 PENDING, RUNNING, FINISHED, FAILED, KILLED = "PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED"
-TRIAL_STATES = (PENDING, RUNNING, FINISHED, FAILED, KILLED)
-ENDED = (FINISHED, FAILED, KILLED)  # a trial in these states has run to its end
+PRUNED = "PRUNED"  # stopped early by the sweep's early_terminate rule: a result, never rerun
+TRIAL_STATES = (PENDING, RUNNING, FINISHED, PRUNED, FAILED, KILLED)
+ENDED = (FINISHED, PRUNED, FAILED, KILLED)  # a trial in these states has run to its end
+DONE = (FINISHED, PRUNED)  # final results: a resume never runs them again
 
 # Sweep states.
 SWEEP_RUNNING, SWEEP_FINISHED, SWEEP_FAILED, SWEEP_STOPPED = "RUNNING", "FINISHED", "FAILED", \
@@ -19,10 +21,11 @@ SWEEP_RUNNING, SWEEP_FINISHED, SWEEP_FAILED, SWEEP_STOPPED = "RUNNING", "FINISHE
 # Every trial state change the ledger accepts: from -> the states it may go to.
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({RUNNING, FAILED, KILLED}),  # started; refused or cancelled unstarted
-    RUNNING: frozenset({FINISHED, FAILED, KILLED, PENDING}),  # ended; PENDING: a lost worker
+    RUNNING: frozenset({FINISHED, PRUNED, FAILED, KILLED, PENDING}),  # ended; PENDING: lost
     FAILED: frozenset({PENDING}),  # resumed
     KILLED: frozenset({PENDING}),  # resumed
     FINISHED: frozenset(),  # final: a finished trial is never run again
+    PRUNED: frozenset(),  # final, as FINISHED: its epochs so far are its result
 }
 
 
