@@ -39,6 +39,8 @@ from nnchain.config import (
 )
 from nnchain.errors import SpecError
 from nnchain.names import NAME_RULE, check_name
+from nnchain.sweep.pruning import TYPES as EARLY_TERMINATE_TYPES
+from nnchain.sweep.pruning import EarlyTerminate
 from nnchain.sweep.space import Distribution, Space, is_finite, parse_parameter
 from nnchain.yamlio import load_yaml_mapping
 
@@ -46,9 +48,11 @@ METHODS = ("grid", "random")
 GOALS = ("minimize", "maximize")
 METRICS = ("train_cost", "val_cost", "train_accuracy", "val_accuracy")
 SWEEP_KEYS = ("name", "experiment", "method", "metric", "run_cap", "repeats", "max_retries",
-              "trial_timeout", "parameters")  # the top-level keys a training spec has not
+              "trial_timeout", "early_terminate", "parameters")  # keys a training spec has not
 TOP_LEVEL_KEYS = (*SWEEP_KEYS, "seed", *SECTIONS)
 DEFAULT_MAX_RETRIES = 2
+EPOCH_METRICS = METRICS  # the metrics every epoch logs (early stopping judges them)
+EARLY_TERMINATE_KEYS = ("type", "min_iter", "eta")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class SweepSpec:
     parameters: dict  # dotted config key -> Values | Value | Distribution
     text: str  # the original YAML text, recorded as an artifact
     overrides: tuple[str, ...] = field(default=())  # the key=value overrides applied to it
+    early_terminate: EarlyTerminate | None = None
 
 
 def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
@@ -117,6 +122,13 @@ def apply_spec_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> d
                 raise SpecError(key, f"is not a metric key, expected metric.name or "
                                      f"metric.goal{hint}")
             _child(data, "metric")[sub] = value
+        elif key.startswith("early_terminate."):
+            sub = key.removeprefix("early_terminate.")
+            if sub not in EARLY_TERMINATE_KEYS:
+                options = [f"early_terminate.{k}" for k in EARLY_TERMINATE_KEYS]
+                raise SpecError(key, f"is not an early_terminate key, expected "
+                                     f"{', '.join(options)}{did_you_mean(key, options)}")
+            _child(data, "early_terminate")[sub] = value
         elif key in TOP_LEVEL_KEYS and key not in SECTIONS:
             data[key] = value
         elif key in FIELDS:
@@ -167,10 +179,11 @@ def parse_sweep_spec(data: Mapping[str, Any], text: str = "",
                                    f"combined with a seed parameter, got repeats={repeats} "
                                    f"and parameters.seed")
     run_cap = _run_cap(method, data.get("run_cap"), parameters)
+    early_terminate = _early_terminate(data.get("early_terminate"), metric, base, parameters)
     return SweepSpec(name=name, experiment=experiment, seed=seed, method=method, metric=metric,
                      run_cap=run_cap, repeats=repeats, max_retries=max_retries,
                      trial_timeout=trial_timeout, base=base, parameters=parameters, text=text,
-                     overrides=tuple(overrides))
+                     overrides=tuple(overrides), early_terminate=early_terminate)
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -212,6 +225,39 @@ def _metric(raw: Any) -> Metric:
     name = _choice("metric.name", raw.get("name", "val_cost"), METRICS)
     default_goal = "maximize" if name.endswith("accuracy") else "minimize"
     return Metric(name, _choice("metric.goal", raw.get("goal", default_goal), GOALS))
+
+
+def _early_terminate(raw: Any, metric: Metric, base: Mapping[str, Any],
+                     parameters: Mapping[str, Space]) -> EarlyTerminate | None:
+    """``{type: hyperband|asha|median, min_iter, eta}``, judged on the sweep's metric."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpecError("early_terminate", f"must be a mapping like {{type: hyperband, "
+                                           f"min_iter: 5, eta: 3}}, got {raw!r}")
+    for key in raw:
+        if key not in EARLY_TERMINATE_KEYS:
+            hint = did_you_mean(str(key), EARLY_TERMINATE_KEYS)
+            raise SpecError(f"early_terminate.{key}", f"is not an early_terminate key, "
+                                                      f"expected type, min_iter or eta{hint}")
+    if "type" not in raw:
+        raise SpecError("early_terminate.type", f"is required, one of "
+                                                f"{', '.join(EARLY_TERMINATE_TYPES)}")
+    kind = _choice("early_terminate.type", raw["type"], EARLY_TERMINATE_TYPES)
+    min_iter = _integer("early_terminate.min_iter", raw.get("min_iter", 1), 1)
+    eta = _integer("early_terminate.eta", raw.get("eta", 3), 2)
+    if metric.name not in EPOCH_METRICS:
+        raise SpecError("early_terminate", f"needs a metric logged every epoch "
+                                           f"({', '.join(EPOCH_METRICS)}), got metric.name="
+                                           f"{metric.name}")
+    if "train.epochs" in parameters:
+        raise SpecError("early_terminate", "needs one train.epochs for every trial, got "
+                                           "parameters.train.epochs")
+    epochs = base.get("train", {}).get("epochs", FIELDS["train.epochs"].default)
+    if min_iter >= epochs:
+        raise SpecError("early_terminate.min_iter", f"must be < train.epochs ({epochs}), got "
+                                                    f"{min_iter}")
+    return EarlyTerminate(kind, min_iter, eta)
 
 
 def _parameter_path(path: str) -> str:
