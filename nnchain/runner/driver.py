@@ -91,6 +91,7 @@ class Settings:
     max_retries: int = 2
     trial_timeout: float | None = None
     checkpoint_every: int = 0
+    pictures: bool = True  # workers draw each trial's pictures (see runner/sweep.py)
 
 
 # Buffered metric values that start a flush before its time: the sweep's last flush,
@@ -172,7 +173,9 @@ class Driver:
         return Work(trial_id=live.trial_id, key=live.key, config=live.config,
                     attempt=live.attempt, data_index=live.data_index,
                     checkpoint=checkpoint[1] if checkpoint else None,
-                    checkpoint_every=self.settings.checkpoint_every)
+                    checkpoint_every=self.settings.checkpoint_every,
+                    title=sweep_runs.trial_run_name(live.index, live.overrides),
+                    pictures=self.settings.pictures)
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self) -> Counter:
@@ -298,8 +301,11 @@ class Driver:
         live, status, reason = self.live[message.trial_id], message.status, message.reason
         metric = _metric_value(live.summary, self.sweep.metric_name) if status == FINISHED \
             else None
+        files = dict(message.files or {})
         if message.weights is not None:
-            with_retry(sweep_runs.log_weights, self.client, live.run_id, message.weights,
+            files["weights.npz"] = message.weights
+        if files:
+            with_retry(sweep_runs.log_files, self.client, live.run_id, files,
                        live.artifact_uri, what="the MLflow store")
         self.writer.end_run(live.run_id, status,
                             {"nnchain.status_reason": reason[:5000]} if reason else None)

@@ -44,7 +44,8 @@ class CheckpointSaved:
 @dataclass(frozen=True, slots=True)
 class End:
     """A trial's attempt ended. ``permanent``: its own config or data failed, a retry
-    would fail again."""
+    would fail again. ``files``: artifacts made in the worker (config.yaml, pictures),
+    name -> bytes."""
 
     trial_id: int
     status: str
@@ -54,6 +55,7 @@ class End:
     weights: bytes | None
     seconds: float
     permanent: bool
+    files: dict[str, bytes] | None = None
 
 
 Message = Start | Metrics | CheckpointSaved | End

@@ -64,6 +64,9 @@ class SweepOptions:
     flush_seconds: float = 1.0
     num_cpus: int | None = None  # CPUs of a local Ray instance
     sweep_id: str | None = None  # chosen by the caller (`sweep submit`); None: a new one
+    # workers draw every trial's pictures in sweeps of up to this many trials; larger
+    # sweeps get the best trials' pictures at the end (report.TOP_TRIAL_PICTURES)
+    pictures_up_to: int = int(os.environ.get("NNCHAIN_PICTURES_UP_TO", "1000"))
 
 
 @dataclass
@@ -124,7 +127,8 @@ def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
                     in_flight=slots if exact else 0,
                     trials_in_flight=0 if exact else 2 * slots * pack,
                     flush_seconds=options.flush_seconds, max_retries=spec.max_retries,
-                    trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every)
+                    trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every,
+                    pictures=n_trials <= options.pictures_up_to)
 
 
 def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
@@ -384,6 +388,23 @@ def _close(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str,
         tags = {"nnchain.best_trial_key": key, "nnchain.best_run_id": best_live.run_id,
                 f"nnchain.best_{sweep.metric_name}": f"{value:.6g}" if math.isfinite(value)
                 else str(value)}
+    if run_status != KILLED:  # an interrupted sweep ends at once (`nnchain report` later)
+        _publish_report(ledger, client, sweep, driver, status)
     sweep_runs.end_run(client, sweep.parent_run_id, run_status, "" if run_status == FINISHED
                        else f"sweep {status.lower()}", tags)
     ledger_ops.update_sweep(ledger, sweep.id, status=status)
+
+
+def _publish_report(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str) -> None:
+    """The sweep's report into its parent run; one that fails is said on stderr and does
+    not fail the sweep (its trials are recorded; `nnchain report` writes it again)."""
+    from nnchain.report.html import TOP_TRIAL_PICTURES, publish_report
+
+    try:
+        publish_report(ledger, client, sweep.id, status=status,
+                       top_pictures=0 if driver.settings.pictures else TOP_TRIAL_PICTURES)
+    except Exception as error:  # noqa: BLE001 - the sweep's own result stands
+        import sys
+
+        print(f"warning: the sweep's report was not written: {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}"[:300], file=sys.stderr)

@@ -23,6 +23,7 @@ import numpy as np
 from nnchain.errors import DivergedError
 from nnchain.job import FAILED, FINISHED, Split, build_job
 from nnchain.runner.messages import CheckpointSaved, End, Message, Metrics, Start
+from nnchain.tracking.artifacts import trial_files, wanted_key
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Work:
     data_index: int
     checkpoint: bytes | None = None
     checkpoint_every: int = 0
+    title: str = ""  # the trial's short name, for its pictures
+    pictures: bool = False  # draw cost_curve.png and gradient_flow.png here
 
 
 def _now_ms() -> int:
@@ -92,6 +95,7 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message
                   time.perf_counter() - started, True)
         return
     columns = _Columns(start_epoch)
+    history: dict[str, list[float]] = {}  # what the pictures draw, from this attempt's start
     last_flush = time.monotonic()
     final: dict[str, float] = {}
     status, reason, epochs_run = FINISHED, "", start_epoch
@@ -99,6 +103,8 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message
     try:
         for record in job.epochs(start_epoch):
             columns.add(record.epoch, record.metrics)
+            if work.pictures:
+                _keep_history(history, record.epoch - start_epoch, record.metrics)
             final, epochs_run = record.metrics, record.epoch + 1
             due = bool(work.checkpoint_every) and epochs_run % work.checkpoint_every == 0 \
                 and epochs_run < total
@@ -114,8 +120,19 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message
     message = columns.take(work.trial_id)
     if message is not None:
         yield message
+    seconds = time.perf_counter() - started  # the trial's own time, pictures left out
     yield End(work.trial_id, status, reason, epochs_run, dict(final),
-              weights_bytes(job.network.get_weights()), time.perf_counter() - started, False)
+              weights_bytes(job.network.get_weights()), seconds, False,
+              trial_files(work.config, history, work.title, start_epoch, work.pictures))
+
+
+def _keep_history(history: dict[str, list[float]], offset: int, metrics: dict) -> None:
+    for key, value in metrics.items():
+        if wanted_key(key):
+            column = history.setdefault(key, [])
+            if len(column) < offset:  # a key that appears late: pad with NaN
+                column.extend([float("nan")] * (offset - len(column)))
+            column.append(value)
 
 
 def run_pack(works: list[Work], cpus: int, flush_seconds: float,

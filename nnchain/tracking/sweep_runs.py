@@ -19,6 +19,7 @@ from nnchain.tracking.recorder import MAX_PARAM_LENGTH, RunWriter
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as a run's description
 
 
 def create_parent_run(client, experiment_id: str, *, sweep_id: str, name: str, spec_text: str,
@@ -168,18 +169,44 @@ def end_run(client, run_id: str, status: str, reason: str = "",
 
 
 def log_weights(client, run_id: str, payload: bytes, artifact_uri: str = "") -> None:
-    """The trial's final weights as ``weights.npz`` in its artifacts.
+    """The trial's final weights as ``weights.npz`` in its artifacts."""
+    log_files(client, run_id, {"weights.npz": payload}, artifact_uri)
+
+
+def log_files(client, run_id: str, files: Mapping[str, bytes], artifact_uri: str = "") -> None:
+    """Files (name -> bytes) into the run's artifacts.
 
     Local artifact folders are written directly (what MLflow's local repository does with
-    a copy); any other artifact store goes through ``log_artifact``.
+    a copy); any other artifact store goes through ``log_artifacts``.
     """
+    if not files:
+        return
     if artifact_uri.startswith("file://") or artifact_uri.startswith("/"):
         folder = Path(unquote(urlsplit(artifact_uri).path) if "://" in artifact_uri
                       else artifact_uri)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "weights.npz").write_bytes(payload)
+        for name, payload in files.items():
+            (folder / name).write_bytes(payload)
         return
     with tempfile.TemporaryDirectory(prefix="nnchain-") as tmp:
-        path = Path(tmp) / "weights.npz"
-        path.write_bytes(payload)
-        client.log_artifact(run_id, str(path))
+        for name, payload in files.items():
+            (Path(tmp) / name).write_bytes(payload)
+        client.log_artifacts(run_id, tmp)
+
+
+def set_description(client, run_id: str, text: str) -> None:
+    client.set_tag(run_id, DESCRIPTION_TAG, text)
+
+
+def log_summary_metrics(client, run_id: str, metrics: Mapping[str, float]) -> None:
+    """A sweep's summary metrics on its parent run: each key's next step (a resume logs
+    them again after the first values, steps stay unique and contiguous)."""
+    from mlflow.entities import Metric
+
+    known = client.get_run(run_id).data.metrics
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now,
+                    len(client.get_metric_history(run_id, key)) if key in known else 0)
+             for key, value in metrics.items()]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
