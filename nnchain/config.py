@@ -21,9 +21,10 @@ from typing import Any
 from nnchain.errors import SpecError
 from nnchain.nn.activations import ACTIVATIONS
 from nnchain.nn.costs import COSTS
-from nnchain.nn.diagnostics import KINDS
+from nnchain.nn.diagnostics import DEFAULT_KINDS, KINDS
 from nnchain.nn.init import INITIALIZERS
 from nnchain.nn.optim import OPTIMIZERS
+from nnchain.nn.orders import UPDATE_ORDERS
 from nnchain.nn.schedules import SCHEDULES
 
 SECTIONS = ("data", "model", "train")
@@ -66,7 +67,8 @@ GENERATOR_KEYS = {
 class Field:
     """One config key: its kind, default and the rule a value must keep."""
 
-    kind: str  # "int" | "float" | "bool" | "str" | "choice" | "int_list" | "choice_list"
+    kind: str  # "int" | "float" | "bool" | "str" | "choice" | "int_list" | "float_list"
+    #            | "choice_list"
     default: Any
     rule: str = ""  # human text of what must hold, e.g. "> 0"
     check: Callable[[Any], bool] | None = None
@@ -118,7 +120,10 @@ FIELDS: dict[str, Field] = {
     "train.gamma": Field("float", 0.5, "in (0, 1]", lambda x: 0 < x <= 1),
     "train.step_size": Field("int", 100, ">= 1", lambda x: x >= 1),
     "train.min_lr": Field("float", 0.0, ">= 0", _non_negative),
-    "train.track": Field("choice_list", list(DIAGNOSTIC_NAMES), choices=DIAGNOSTIC_NAMES),
+    "train.track": Field("choice_list", list(DEFAULT_KINDS), choices=DIAGNOSTIC_NAMES),
+    "train.update_order": Field("choice", "simultaneous", choices=UPDATE_ORDERS),
+    "train.layer_lr": Field("float_list", None, "a list of finite multipliers > 0",
+                            _positive, nullable=True),
     "train.checkpoint_every": Field("int", 0, ">= 0 (0: only at the end)", _non_negative),
 }
 
@@ -184,6 +189,14 @@ def check_value(path: str, value: Any) -> Any:
         if bad:
             raise SpecError(path, f"must be {field.rule}, got {value!r}")
         return list(value)
+    elif kind == "float_list":
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise SpecError(path, f"must be a non-empty list of numbers, got {value!r}")
+        value = [float(v) for v in value]
+        if not all(math.isfinite(v) and field.check(v) for v in value):
+            raise SpecError(path, f"must be {field.rule}, got {value!r}")
+        return value
     if field.check is not None and not field.check(value):
         raise SpecError(path, f"must be {field.rule}, got {value!r}")
     return value
@@ -300,7 +313,21 @@ def resolve_config(raw: Mapping[str, Any], *, task: tuple[str, int] | None = Non
         {"name": values["data.name"], "path": values["data.path"],
          "target": values["data.target"], "classes": values["data.classes"]})
     _resolve_model(values, kind, n_classes)
+    _check_training(values)
     return unflatten(_relevant(values))
+
+
+def _check_training(values: dict[str, Any]) -> None:
+    """Refuse a ``train.layer_lr`` that does not fit the network, and ``effect`` in float32."""
+    layer_lr, layers = values["train.layer_lr"], len(values["model.hidden"]) + 1
+    if layer_lr is not None and len(layer_lr) != layers:
+        raise SpecError("train.layer_lr", f"must have one multiplier per dense layer, "
+                        f"{layers} for model.hidden {values['model.hidden']}, got "
+                        f"{len(layer_lr)}: {layer_lr!r}")
+    if "effect" in values["train.track"] and values["model.dtype"] != "float64":
+        raise SpecError("train.track", "effect measures cost differences that float32 "
+                        "rounding swamps, so it needs model.dtype float64, got "
+                        f"{values['model.dtype']}")
 
 
 def _resolve_model(values: dict[str, Any], kind: str, n_classes: int) -> None:
@@ -361,6 +388,11 @@ def _relevant(values: dict[str, Any]) -> dict[str, Any]:
     schedule_keys = {k for keys in SCHEDULE_KEYS.values() for k in keys}
     drop.update(f"train.{k}" for k in schedule_keys
                 if k not in SCHEDULE_KEYS[values["train.schedule"]])
+    # at their defaults these leave the resolved config (and so trial keys) as before them
+    if values["train.update_order"] == "simultaneous":
+        drop.add("train.update_order")
+    if values["train.layer_lr"] is None:
+        drop.add("train.layer_lr")
     return {path: value for path, value in values.items() if path not in drop}
 
 

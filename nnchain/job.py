@@ -20,6 +20,7 @@ from nnchain.ledger.states import FAILED, FINISHED, KILLED  # noqa: F401 - used 
 from nnchain.nn import (
     EpochRecord,
     Network,
+    Position,
     build_network,
     make_optimizer,
     make_schedule,
@@ -47,15 +48,18 @@ class Job:
     shuffle_rng: np.random.Generator
     y_train: np.ndarray
     y_val: np.ndarray | None
+    resume: Position | None = None  # set by a mid-epoch checkpoint (checkpoint.py)
 
     @property
     def classification(self) -> bool:
         return self.data.train.task != "regression"
 
-    def epochs(self, start_epoch: int = 0) -> Iterator[EpochRecord]:
+    def epochs(self, start_epoch: int = 0,
+               on_batch: Callable[[Position], None] | None = None) -> Iterator[EpochRecord]:
         """Train from ``start_epoch`` to the configured epochs, one record per epoch.
 
         Only the diagnostics named in ``train.track`` are computed, and recorded.
+        ``on_batch``: see ``nn.train.train_epochs`` (a mid-epoch checkpoint's hook).
         """
         train = self.config["train"]
         dtype = self.network_dtype
@@ -65,7 +69,11 @@ class Job:
             epochs=train["epochs"], batch_size=train["batch_size"], rng=self.shuffle_rng,
             x_val=None if self.data.val is None else self.data.val.x.astype(dtype, copy=False),
             y_val=self.y_val, schedule=self.schedule, start_epoch=start_epoch,
-            diagnostics=train.get("track", ()), accuracy=self.classification)
+            diagnostics=train.get("track", ()), accuracy=self.classification,
+            update_order=train.get("update_order", "simultaneous"),
+            layer_lr=train.get("layer_lr"),
+            resume=self.resume if self.resume and self.resume.epoch == start_epoch else None,
+            on_batch=on_batch)
 
     @property
     def network_dtype(self) -> np.dtype:

@@ -23,8 +23,9 @@ from nnchain.nn.init import INITIALIZERS
 from nnchain.nn.layers import Dense
 from nnchain.nn.network import Network, build_network
 from nnchain.nn.optim import OPTIMIZERS, Optimizer, make_optimizer
+from nnchain.nn.orders import UPDATE_ORDERS
 from nnchain.nn.schedules import SCHEDULES, make_schedule
-from nnchain.nn.train import EpochRecord, train_epochs, train_step
+from nnchain.nn.train import EpochRecord, Position, train_epochs, train_step
 
 __all__ = [
     "ACTIVATIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "INITIALIZERS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "UPDATE_ORDERS",
     "Activation",
     "Cost",
     "Dense",
@@ -39,6 +41,7 @@ __all__ = [
     "GradReport",
     "Network",
     "Optimizer",
+    "Position",
     "assert_gradients",
     "build_network",
     "check_network",

@@ -11,6 +11,14 @@ Keys are ``"{kind}/layer{i}"`` with i 1-based, layer i mapping a_{i-1} to z_i = 
 - ``update_ratio``: ||Delta W_i||_F / ||W_i||_F of the optimizer step (weight decay included).
 - ``dead_fraction``: for relu / leaky_relu layers, the fraction of units whose activation
   is <= 0 for every sample of the batch.
+- ``sensitivity``: ||dL/dW_i||_F ||W_i||_F, the first-order change of the cost for a
+  relative change of the whole layer (W_i -> (1 + s) W_i moves L by at most about s times it).
+- ``effect``: how much the batch cost drops when layer i alone takes its update,
+  C(before) - C(after), measured with extra forward passes (see ``train.py``); beside it
+  ``effect_first_order/layer{i}``: the first-order prediction -g_i . Delta_i (g_i the
+  layer's cost gradient over W_i and b_i, Delta_i its update), lr ||g_i||^2 for plain SGD.
+
+The last two are opt-in (``train.track``); the others are tracked by default.
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from functools import lru_cache
 
 import numpy as np
 
-KINDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
+DEFAULT_KINDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "dead_fraction")
+KINDS = (*DEFAULT_KINDS, "sensitivity", "effect")
+FIRST_ORDER = "effect_first_order"  # logged with ``effect``
 
 
 def wanted(diagnostics: bool | Collection[str]) -> frozenset[str]:
     """The kinds asked for: every kind for True, none for False, else those named."""
     if diagnostics is True:
-        return frozenset(KINDS)
+        return frozenset(DEFAULT_KINDS)
     return frozenset(diagnostics or ())
 
 

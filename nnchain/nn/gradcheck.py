@@ -113,17 +113,24 @@ def check_gradients(loss: Callable[[], float], arrays: dict[str, np.ndarray],
 
 
 def check_network(network: Network, x: np.ndarray, y: np.ndarray, *,
-                  eps: float = DEFAULT_EPS,
-                  tolerance: float = DEFAULT_TOLERANCE) -> dict[str, GradReport]:
+                  eps: float = DEFAULT_EPS, tolerance: float = DEFAULT_TOLERANCE,
+                  per_layer: bool = False) -> dict[str, GradReport]:
     """Check ``forward_backward``'s grads of every parameter (W1, b1, ...) at (x, y).
 
-    Relative errors are floored at ``noise_floor`` of the batch cost for ``tolerance``,
-    the tolerance the reports will be judged by.
+    With ``per_layer``, layer k's grads come from a pass whose backward stops at layer k,
+    as the layer-by-layer update orders take them. Relative errors are floored at
+    ``noise_floor`` of the batch cost for ``tolerance``, the tolerance the reports will
+    be judged by.
     """
     x = np.asarray(x, dtype=network.dtype)
     y = np.asarray(y, dtype=network.dtype)
     cost = network.forward_backward(x, y)
     analytic = {name: grad.copy() for name, _, grad in network.parameters()}
+    if per_layer:
+        for layer in range(1, len(network.layers) + 1):
+            network.forward_backward(x, y, lowest_layer=layer)
+            for kind in ("W", "b"):
+                analytic[f"{kind}{layer}"] = network.layers[layer - 1].grads[kind].copy()
     arrays = {name: param for name, param, _ in network.parameters()}
     return check_gradients(lambda: network.loss(x, y), arrays, analytic, eps=eps,
                            floor=noise_floor(cost, eps=eps, tolerance=tolerance,

@@ -133,10 +133,14 @@ class Network:
         return grad
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray, *, accumulate: bool = False,
-                         diagnostics: bool | Collection[str] = False) -> float:
+                         diagnostics: bool | Collection[str] = False,
+                         lowest_layer: int = 1) -> float:
         """Batch cost at x: (n, n_inputs), y: (n, n_outputs), both of the network's dtype.
 
         Writes dL/dparam into the layers' ``grads`` (adds to them with ``accumulate``).
+        With ``lowest_layer`` k > 1 the backward pass stops at layer k (1-based): the grads
+        of layers k..L are written, those below are left as they were (the layer-by-layer
+        update orders need one layer's gradient a pass).
         With ``diagnostics`` (True for every kind, or the kinds wanted), also fills
         ``self.diagnostics`` (see ``diagnostics.py``) from this batch: grad, delta and weight
         norms and dead fractions (weight norms also for ``update_ratio``, which the step
@@ -154,8 +158,12 @@ class Network:
         kinds = diag.wanted(diagnostics)
         with_deltas = "delta_norm" in kinds
         overwrite = not accumulate
+        lowest = lowest_layer - 1  # 0-based
+        if not 0 <= lowest < len(self.layers):
+            raise SpecError("lowest_layer", f"must be in 1..{len(self.layers)}, but got "
+                            f"{lowest_layer!r}")
         deltas = []
-        for i in range(len(self.layers) - 1, 0, -1):
+        for i in range(len(self.layers) - 1, lowest, -1):
             layer = self.layers[i]
             if with_deltas:
                 deltas.append(diag.delta_norm(dz))
@@ -164,24 +172,28 @@ class Network:
             dz = self.activations[i - 1].backward(delta, delta)
         if with_deltas:
             deltas.append(diag.delta_norm(dz))
-        self.layers[0].accumulate_grads(dz, overwrite=overwrite)
+        self.layers[lowest].accumulate_grads(dz, overwrite=overwrite)
 
         if kinds:
-            self.diagnostics = self._layer_diagnostics(kinds, deltas[::-1])
+            self.diagnostics = self._layer_diagnostics(kinds, deltas[::-1], lowest)
         return cost
 
-    def _layer_diagnostics(self, kinds: frozenset[str],
-                           delta_norms: list[float]) -> dict[str, float]:
+    def _layer_diagnostics(self, kinds: frozenset[str], delta_norms: list[float],
+                           lowest: int = 0) -> dict[str, float]:
+        """Diagnostics of layers lowest+1..L (``delta_norms`` of those layers only)."""
         frobenius = diag.frobenius
-        grads, dead_units = "grad_norm" in kinds, "dead_fraction" in kinds
-        weights = "weight_norm" in kinds or "update_ratio" in kinds
+        grads, dead_units = "grad_norm" in kinds or "sensitivity" in kinds, \
+            "dead_fraction" in kinds
+        weights = "weight_norm" in kinds or "update_ratio" in kinds or "sensitivity" in kinds
         metrics: dict[str, float] = {}
         for i, ((grad, delta, weight, dead), layer, activation) in enumerate(zip(
                 self._diagnostic_keys, self.layers, self.activations, strict=True)):
+            if i < lowest:
+                continue
             if grads:
                 metrics[grad] = frobenius(layer.grads["W"])
             if delta_norms:
-                metrics[delta] = delta_norms[i]
+                metrics[delta] = delta_norms[i - lowest]
             if weights:
                 metrics[weight] = frobenius(layer.params["W"])
             if dead is not None and dead_units:

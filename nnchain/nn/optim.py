@@ -31,8 +31,9 @@ class Optimizer:
 
     State arrays are flat like the values; ``state_dict`` names their per-parameter parts
     ``f"{state}.{param}"``. Subclasses set ``name``, ``state_names``, ``defaults``
-    (hyperparameters) and ``update(grad, lr, out) -> Delta`` (written into ``out``, a
-    scratch array, or a state array).
+    (hyperparameters) and ``update(grad, lr, out, state) -> Delta`` (written into ``out``,
+    a scratch array, or a state array); ``state`` holds the state arrays over the same
+    entries as ``grad``: all of them for ``step``, one layer's for ``step_layer``.
     """
 
     name: ClassVar[str]
@@ -65,7 +66,8 @@ class Optimizer:
             self._decay = params.weight_mask() * self.weight_decay
             self._decayed_grad = np.empty_like(params.values)
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
         """The step Delta for the flat (decayed) gradient; may use ``out`` as scratch."""
         raise NotImplementedError
 
@@ -82,11 +84,33 @@ class Optimizer:
         if self.weight_decay:
             grad = np.multiply(params.values, self._decay, out=self._decayed_grad)
             grad += params.grads
-        delta = self.update(grad, lr, self._scratch)
+        delta = self.update(grad, lr, self._scratch, self.state)
         params.values += delta
         if not update_norms:
             return None
         return {name: frobenius(delta[part]) for name, part in self._weights}
+
+    def step_layer(self, layer: int, lr: float, *, advance: bool) -> np.ndarray:
+        """Update layer ``layer``'s W and b alone (1-based), from their grads; return its
+        Delta: the flat part [W, b] (a view, valid until the next step).
+
+        ``advance`` counts a new step (t += 1, Adam's bias correction): a caller updating
+        the layers one after another counts one step per batch, so every layer's state
+        moves exactly as under its own optimizer.
+        """
+        if advance:
+            self.t += 1
+        part = self.params.layer_span(layer)
+        values = self.params.values[part]
+        grad = self.params.grads[part]
+        if self.weight_decay:
+            decayed = np.multiply(values, self._decay[part], out=self._decayed_grad[part])
+            decayed += grad
+            grad = decayed
+        state = {name: flat[part] for name, flat in self.state.items()}
+        delta = self.update(grad, float(lr), self._scratch[part], state)
+        values += delta
+        return delta
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the state: ``"{state}.{param}"`` arrays and ``"t"`` (0-d int64)."""
@@ -122,7 +146,8 @@ class Optimizer:
 class SGD(Optimizer):
     name = "sgd"
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
         return np.multiply(grad, -lr, out=out)
 
 
@@ -131,8 +156,9 @@ class Momentum(Optimizer):
     state_names = ("v",)
     defaults = {"momentum": 0.9}
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
-        velocity = self.state["v"]
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
+        velocity = state["v"]
         velocity *= self.hyper["momentum"]
         velocity -= np.multiply(grad, lr, out=out)
         return velocity
@@ -143,9 +169,10 @@ class Nesterov(Optimizer):
     state_names = ("v",)
     defaults = {"momentum": 0.9}
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
         mu = self.hyper["momentum"]
-        velocity = self.state["v"]
+        velocity = state["v"]
         lr_grad = np.multiply(grad, lr, out=out)
         velocity *= mu
         velocity -= lr_grad
@@ -160,9 +187,10 @@ class RMSProp(Optimizer):
     state_names = ("s",)
     defaults = {"rho": 0.9, "eps": 1e-8}
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
         rho = self.hyper["rho"]
-        square_avg = self.state["s"]
+        square_avg = state["s"]
         square_avg *= rho
         scratch = np.multiply(grad, grad, out=out)
         scratch *= 1 - rho
@@ -179,9 +207,10 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     defaults = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
-    def update(self, grad: np.ndarray, lr: float, out: np.ndarray) -> np.ndarray:
+    def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
+               state: dict[str, np.ndarray]) -> np.ndarray:
         beta1, beta2 = self.hyper["beta1"], self.hyper["beta2"]
-        mean, square = self.state["m"], self.state["v"]
+        mean, square = state["m"], state["v"]
         mean *= beta1
         mean += np.multiply(grad, 1 - beta1, out=out)
         square *= beta2

@@ -50,6 +50,13 @@ class ParameterSet:
         for name in self.shapes:
             yield name, self.value(name), self.grad(name)
 
+    def layer_span(self, layer: int) -> slice:
+        """The flat part holding W{layer} and b{layer} (1-based), which lie side by side."""
+        weight, bias = self.slices[f"W{layer}"], self.slices[f"b{layer}"]
+        if weight.stop != bias.start:
+            raise ValueError(f"W{layer} and b{layer} are not adjacent")
+        return slice(weight.start, bias.stop)
+
     def weight_names(self) -> list[str]:
         return [name for name in self.shapes if name.startswith("W")]
 

@@ -5,14 +5,14 @@ checkpoint or stop between epochs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnchain.errors import DivergedError, SpecError
 from nnchain.nn import diagnostics as diag
-from nnchain.nn import fastmath
+from nnchain.nn import fastmath, orders
 from nnchain.nn.heads import SoftmaxCrossEntropy
 from nnchain.nn.network import Network
 from nnchain.nn.optim import Optimizer
@@ -27,29 +27,66 @@ class EpochRecord:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class Position:
+    """A point between two mini-batches of epoch ``epoch``: ``batch`` batches done, the
+    shuffling rng's state at the start of the epoch (it redraws the epoch's order) and
+    the running sums of the epoch's train cost and correct predictions."""
+
+    epoch: int
+    batch: int
+    rng_state: dict
+    total_cost: float
+    correct: int
+
+
 def train_step(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
-               lr: float, diagnostics: bool | Collection[str] = False
-               ) -> tuple[float, dict[str, float]]:
+               lr: float, diagnostics: bool | Collection[str] = False,
+               layer_lr: Sequence[float] | None = None) -> tuple[float, dict[str, float]]:
     """One gradient step on the batch (x, y); returns (batch cost, diagnostics or {}).
 
     The diagnostics (see ``diagnostics.py``; True for every kind, or the kinds wanted)
     come from this batch's forward and backward arrays and this step's updates; the step
-    computes the norms of those kinds only, and none without them.
+    computes the norms of those kinds only, and none without them. ``layer_lr``
+    multiplies each layer's learning rate (see ``orders.py``).
     """
     kinds = diag.wanted(diagnostics)
     cost = network.forward_backward(x, y, diagnostics=kinds)
-    update_norms = optimizer.step(lr, update_norms="update_ratio" in kinds)
+    before = network.params.values.copy() if "effect" in kinds else None
+    if layer_lr is None:
+        update_norms = optimizer.step(lr, update_norms="update_ratio" in kinds)
+    else:
+        update_norms = _step_each_layer(network, optimizer, lr, layer_lr)
     if not kinds:
         return cost, {}
     metrics = dict(network.diagnostics)
-    if update_norms is not None:
-        for i in range(1, len(network.layers) + 1):
-            weight_norm = diag.key("weight_norm", i)
+    for i in range(1, len(network.layers) + 1):
+        weight_norm = diag.key("weight_norm", i)
+        if "update_ratio" in kinds:
             ratio = diag.update_ratio(update_norms[f"W{i}"], metrics[weight_norm])
             metrics[diag.key("update_ratio", i)] = ratio
-            if "weight_norm" not in kinds:
-                del metrics[weight_norm]
+        if "sensitivity" in kinds:
+            metrics[diag.key("sensitivity", i)] = (metrics[diag.key("grad_norm", i)]
+                                                   * metrics[weight_norm])
+            if "grad_norm" not in kinds:
+                del metrics[diag.key("grad_norm", i)]
+        if weight_norm in metrics and "weight_norm" not in kinds:
+            del metrics[weight_norm]
+    if before is not None:
+        metrics.update(orders.solo_effects(network, x, y, cost, before))
     return cost, metrics
+
+
+def _step_each_layer(network: Network, optimizer: Optimizer, lr: float,
+                     layer_lr: Sequence[float]) -> dict[str, float]:
+    """Every layer updated from the same grads, with its own learning rate; ||Delta W||."""
+    norms = {}
+    for layer in range(1, len(network.layers) + 1):
+        delta = optimizer.step_layer(layer, orders.layer_rate(lr, layer_lr, layer),
+                                     advance=layer == 1)
+        size = network.layers[layer - 1].params["W"].size
+        norms[f"W{layer}"] = diag.frobenius(delta[:size])
+    return norms
 
 
 def count_correct(output: np.ndarray, target: np.ndarray) -> int:
@@ -65,7 +102,10 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
                  x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                  schedule: Callable[[int], float] | None = None, start_epoch: int = 0,
                  diagnostics: bool | Collection[str] = True,
-                 accuracy: bool = False) -> Iterator[EpochRecord]:
+                 accuracy: bool = False, update_order: str = "simultaneous",
+                 layer_lr: Sequence[float] | None = None, resume: Position | None = None,
+                 on_batch: Callable[[Position], None] | None = None
+                 ) -> Iterator[EpochRecord]:
     """Train epochs ``start_epoch .. epochs - 1`` (``epochs`` is the run's total), yielding
     an ``EpochRecord`` after each.
 
@@ -84,6 +124,11 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
     ``diagnostics.py`` measured on the LAST batch of the epoch. A non-finite batch cost
     raises DivergedError(epoch, running train cost) at once.
 
+    ``update_order`` and ``layer_lr``: see ``orders.py``. ``on_batch(position)`` is called
+    between two mini-batches of an epoch (not after its last one), so a caller can save a
+    checkpoint there; ``resume`` (a ``Position`` of epoch ``start_epoch``, with weights and
+    optimizer state restored from the same point) continues such a run bit for bit.
+
     Inputs are validated here, before the first epoch starts (SpecError).
     """
     x, y = _training_arrays(network, x, y, "x", "y")
@@ -99,34 +144,62 @@ def train_epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.nd
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise SpecError("batch_size", f"must be None or an integer >= 1, but got "
                         f"{batch_size!r}")
+    orders.check_order(update_order, layer_lr, len(network.layers))
+    if resume is not None and (resume.epoch != start_epoch or resume.batch < 1):
+        raise SpecError("resume", f"must be a position inside epoch start_epoch="
+                        f"{start_epoch}, but got epoch {resume.epoch}, batch {resume.batch}")
     return _epochs(network, optimizer, x, y, epochs=epochs, batch_size=batch_size, rng=rng,
                    x_val=x_val if has_val else None, y_val=y_val if has_val else None,
                    schedule=schedule, start_epoch=start_epoch, diagnostics=diagnostics,
-                   accuracy=accuracy)
+                   accuracy=accuracy, update_order=update_order,
+                   layer_lr=None if layer_lr is None else [float(m) for m in layer_lr],
+                   resume=resume, on_batch=on_batch)
 
 
 def _epochs(network: Network, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
             epochs: int, batch_size: int | None, rng: np.random.Generator,
             x_val: np.ndarray | None, y_val: np.ndarray | None,
             schedule: Callable[[int], float] | None, start_epoch: int,
-            diagnostics: bool | Collection[str], accuracy: bool) -> Iterator[EpochRecord]:
+            diagnostics: bool | Collection[str], accuracy: bool, update_order: str,
+            layer_lr: list[float] | None, resume: Position | None,
+            on_batch: Callable[[Position], None] | None) -> Iterator[EpochRecord]:
     kinds = diag.wanted(diagnostics)
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
+    sequential = update_order != "simultaneous"
     for epoch in range(start_epoch, epochs):
         lr = float(schedule(epoch)) if schedule is not None else optimizer.lr
         total_cost, seen, correct = 0.0, 0, 0
         metrics: dict[str, float] = {}
-        for x_batch, y_batch, last in _batches(x, y, None if full_batch else batch_size, rng):
-            cost, layer_metrics = train_step(network, optimizer, x_batch, y_batch, lr=lr,
-                                             diagnostics=kinds if last else False)
+        skip = 0
+        if resume is not None:
+            rng.bit_generator.state = resume.rng_state
+            total_cost, correct, skip = resume.total_cost, resume.correct, resume.batch
+            resume = None
+        rng_state = rng.bit_generator.state if on_batch is not None else {}
+        batches = _batches(x, y, None if full_batch else batch_size, rng)
+        for batch, (x_batch, y_batch, last) in enumerate(batches):
+            if batch < skip:
+                seen += len(x_batch)
+                continue
+            wanted = kinds if last else False
+            if sequential:
+                cost, layer_metrics, output = orders.layerwise_step(
+                    network, optimizer, x_batch, y_batch, lr=lr, order=update_order,
+                    layer_lr=layer_lr, diagnostics=wanted or (), keep_output=accuracy)
+            else:
+                cost, layer_metrics = train_step(network, optimizer, x_batch, y_batch, lr=lr,
+                                                 diagnostics=wanted, layer_lr=layer_lr)
+                output = network.head.output
             total_cost += cost * len(x_batch)
             seen += len(x_batch)
             if not math.isfinite(cost):
                 raise DivergedError(epoch, total_cost / seen)
             if accuracy:
-                correct += count_correct(network.head.output, y_batch)
+                correct += count_correct(output, y_batch)
             metrics.update(layer_metrics)
+            if on_batch is not None and not last:
+                on_batch(Position(epoch, batch + 1, rng_state, total_cost, correct))
         metrics = {"train_cost": total_cost / n, "lr": lr, **metrics}
         if accuracy:
             metrics["train_accuracy"] = correct / n
