@@ -9,6 +9,7 @@ import pytest
 from nnchain.sweep import expand, load_sweep_spec
 
 WORKFLOWS = sorted((Path(__file__).parents[2] / "workflows").glob("*.yaml"))
+MAX_TRIALS = {"megaphone.yaml": 90}  # 2 datasets x 3 orders x 3 activations x 5 seeds
 
 
 def test_the_examples_are_there():
@@ -22,7 +23,7 @@ def test_workflow_loads_and_expands(path):
     assert text.startswith("#") and f"nnchain sweep run workflows/{path.name}" in text
     spec = load_sweep_spec(path)
     trials = expand(spec)
-    assert 1 <= len(trials) <= 50
+    assert 1 <= len(trials) <= MAX_TRIALS.get(path.name, 50)
     assert len({trial.key for trial in trials}) == len(trials)
     assert all(trial.config["train"]["epochs"] <= 500 for trial in trials)
 
@@ -31,3 +32,29 @@ def test_xor_quick_start_is_a_3x3_grid():
     trials = expand(load_sweep_spec(WORKFLOWS[0].parent / "xor.yaml"))
     assert len(trials) == 9
     assert all(trial.config["train"]["batch_size"] is None for trial in trials)  # full batch
+
+
+@pytest.mark.parametrize("name,layers,datasets", [
+    ("megaphone.yaml", 3, {"spirals", "digits"}),
+    ("megaphone_deep.yaml", 6, {"spirals"}),
+])
+def test_megaphone_crosses_orders_activations_and_five_seeds(name, layers, datasets):
+    from nnchain.config import resolve_config
+    from nnchain.job import build_job
+
+    trials = expand(load_sweep_spec(WORKFLOWS[0].parent / name))
+    orders = {trial.config["train"].get("update_order", "simultaneous") for trial in trials}
+    assert orders == {"simultaneous", "output_first", "input_first"}
+    assert {trial.config["model"]["activation"] for trial in trials} == {"sigmoid", "tanh",
+                                                                         "relu"}
+    assert {trial.config["data"]["name"] for trial in trials} == datasets
+    assert len({trial.config["seed"] for trial in trials}) == 5
+    assert len(trials) == 3 * 3 * 5 * len(datasets)
+    for trial in trials:
+        assert len(trial.config["model"]["hidden"]) + 1 == layers
+        assert {"effect", "sensitivity"} <= set(trial.config["train"]["track"])
+    config = resolve_config({**trials[0].config,
+                             "train": {**trials[0].config["train"], "epochs": 1}})
+    job = build_job(config)
+    record, = job.epochs()
+    assert {f"effect/layer{k}" for k in range(1, layers + 1)} <= set(record.metrics)
