@@ -6,9 +6,15 @@ keeps its constructor arguments in ``args``.
 
 from __future__ import annotations
 
+from nnchain.credentials import scrub_text
+
 
 class NnchainError(Exception):
-    """Base class of every error nnchain raises on purpose."""
+    """Base class of every error nnchain raises on purpose. Its text never shows a password
+    of a URI it quotes (``nnchain.credentials``)."""
+
+    def __str__(self) -> str:
+        return scrub_text(super().__str__())
 
 
 class SpecError(NnchainError):
@@ -23,7 +29,7 @@ class SpecError(NnchainError):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
+        return scrub_text(f"{self.field}: {self.message}" if self.field else self.message)
 
 
 class DivergedError(NnchainError):

@@ -34,8 +34,8 @@ from nnchain.exitcodes import EXIT_INTERRUPTED, EXIT_OK
               help="Trials per Ray task [default: chosen from the sweep's size].")
 @click.option("--forward-credentials", is_flag=True,
               help="Send this machine's MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN (and URIs "
-                   "with passwords) as the job's environment; Ray logs it [default: the "
-                   "cluster's own credentials].")
+                   "with passwords: user:pw@ or ?password=) as the job's environment; Ray logs "
+                   "it [default: the cluster's own credentials].")
 @click.option("--wait", "wait", is_flag=True,
               help="Follow the job's log to its end; exit with the sweep's exit code.")
 @options.output_format

@@ -165,14 +165,9 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
     when stopped by SIGTERM, 130 by Ctrl-C, 2 on bad input (no store there without
     --create, port in use).
     """
+    from nnchain.credentials import scrub
     from nnchain.errors import SpecError
-    from nnchain.tracking.store import (
-        artifact_root,
-        open_client,
-        redact,
-        resolve_tracking_uri,
-        sqlite_path,
-    )
+    from nnchain.tracking.store import artifact_root, open_client, resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -182,22 +177,25 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
         db_file = sqlite_path(uri)
         found = (f"there is none at {db_file}; run from the folder that holds nnchain-runs/, "
                  f"pass --tracking-uri" if db_file else
-                 f"the database {redact(uri)} has no MLflow tables")
+                 f"the database {scrub(uri)} has no MLflow tables")
         raise SpecError("--tracking-uri", f"must be an existing MLflow store, {found}; or add "
                                           f"--create to start an empty one")
     _check_port_free(host, port)
     open_client(uri)  # created or checked here, so the server does not migrate it
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]
+    # the store's URI (it may hold a password) reaches the server through its environment,
+    # never its command line, which every user of this machine can read (ps, /proc)
+    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+               "--workers", "1"]
     start_page = _start_page_available()
     if start_page:
         command += ["--app-name", APP_NAME]
     root = artifact_root(uri)
     if root:
         command += ["--default-artifact-root", root]
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+               MLFLOW_BACKEND_STORE_URI=uri)
     db_file = sqlite_path(uri)
-    store = str(db_file.parent if db_file and db_file.name == "mlflow.db" else redact(uri))
+    store = str(db_file.parent if db_file and db_file.name == "mlflow.db" else scrub(uri))
     click.echo(f"MLflow UI on the store {store}; Ctrl-C stops it", err=True)
     server = _Server(command, env)
     url = server_url(host, port)

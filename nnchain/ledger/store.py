@@ -17,9 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nnchain.credentials import scrub
 from nnchain.errors import SpecError, StoreError, StoreUnavailable
 from nnchain.ledger.models import SCHEMA_VERSION, Base, Meta
-from nnchain.tracking.store import default_root, redact, sqlite_path
+from nnchain.tracking.store import default_root, sqlite_path
 
 LEDGER_ENV = "NNCHAIN_LEDGER_URL"
 
@@ -59,7 +60,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise SpecError("--ledger-url", f"must be an SQLAlchemy database URL, got "
-                                        f"{redact(url)!r}: {exc}") from None
+                                        f"{scrub(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -87,7 +88,7 @@ class Ledger:
             if found is None:
                 session.merge(Meta(key="schema_version", value=SCHEMA_VERSION))
             elif found.value != SCHEMA_VERSION:
-                raise StoreError(f"the ledger {redact(self.url)} has schema version "
+                raise StoreError(f"the ledger {scrub(self.url)} has schema version "
                                  f"{found.value}, this nnchain needs {SCHEMA_VERSION}; use a "
                                  f"new ledger (--ledger-url) or the nnchain that wrote it")
 
@@ -102,7 +103,7 @@ class Ledger:
             session.rollback()
             kind = StoreUnavailable if isinstance(exc, OperationalError | InterfaceError) \
                 else StoreError
-            raise kind(f"ledger {redact(self.url)}: {type(exc).__name__}: "
+            raise kind(f"ledger {scrub(self.url)}: {type(exc).__name__}: "
                        f"{str(exc).splitlines()[0]}") from None
         except BaseException:
             session.rollback()
@@ -130,7 +131,7 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
                 with creation_lock(url):
                     add_missing_columns(ledger.engine)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the ledger {redact(url)}: "
+        raise StoreError(f"cannot open the ledger {scrub(url)}: "
                          f"{str(exc).splitlines()[0]}") from None
     return ledger
 
@@ -149,7 +150,7 @@ def open_existing_ledger(tracking_uri: str | None, ledger_url: str | None) -> Le
     url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
     if not ledger_exists(url):
         raise SpecError("--ledger-url", f"must point at an existing ledger, there is no sweep "
-                                        f"ledger at {redact(url)}; run `nnchain sweep run` "
+                                        f"ledger at {scrub(url)}; run `nnchain sweep run` "
                                         f"first")
     return open_ledger(url, create=False)
 

@@ -48,12 +48,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from nnchain.credentials import has_secret, scrub, scrub_text, secrets_of, split_http_credentials
 from nnchain.errors import SpecError
 from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
 from nnchain.ledger.sweeps import new_sweep_id
-from nnchain.tracking.store import check_name, redact
+from nnchain.tracking.store import check_name
 
 SPEC_FILE = "sweep.yaml"
 # Variables with credentials that follow the sweep from the submitting machine.
@@ -107,7 +107,7 @@ def resolve_address(address: str | None, env: Mapping[str, str]) -> str:
                                      "got nothing (nor RAY_API_SERVER_ADDRESS, RAY_ADDRESS)")
     if "://" not in address:
         raise SpecError("--address", f"must be the job API's URL (http://HEAD:8265), got "
-                                     f"{redact(address)!r}")
+                                     f"{scrub(address)!r}")
     return address
 
 
@@ -116,14 +116,15 @@ def secret_values(options: SubmitOptions, env: Mapping[str, str]) -> tuple[str, 
     values = [env.get(name, "") for name in SECRET_ENV]
     for uri in (options.tracking_uri, options.ledger_url, options.address):
         if uri:
-            values.append(urlsplit(uri).password or "")
+            values.extend(secrets_of(uri))
     return tuple(sorted({v for v in values if len(v) >= 3}, key=len, reverse=True))
 
 
 def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every known secret value and every URI's credentials masked."""
     for secret in secrets:
         text = text.replace(secret, "***")
-    return text
+    return scrub_text(text)
 
 
 def _data_files(spec, trials: Sequence) -> list[str]:
@@ -196,14 +197,20 @@ def job_env(options: SubmitOptions, env: Mapping[str, str]) -> dict[str, str]:
                                   ("--ledger-url", "NNCHAIN_LEDGER_URL", options.ledger_url)):
         if not uri:
             continue
-        if urlsplit(uri).password is not None and not options.forward_credentials:
-            raise SpecError(option, f"must not hold a password ({redact(uri)}): Ray records a "
+        if has_secret(uri) and not options.forward_credentials:
+            raise SpecError(option, f"must not hold a password ({scrub(uri)}): Ray records a "
                                     f"job's environment in its logs and dashboard; keep the "
                                     f"credentials on the cluster (docs/deploy.md) or pass "
                                     f"--forward-credentials")
         values[variable] = uri
     if options.forward_credentials:
         values.update({name: env[name] for name in FORWARDED_ENV if env.get(name)})
+        # a tracking server's user and password travel as MLflow's variables, not in a URI
+        clean, user, password = split_http_credentials(values.get("MLFLOW_TRACKING_URI", ""))
+        if user is not None or password is not None:
+            values["MLFLOW_TRACKING_URI"] = clean
+            values.update({name: value for name, value in (("MLFLOW_TRACKING_USERNAME", user),
+                           ("MLFLOW_TRACKING_PASSWORD", password)) if value is not None})
     return values
 
 
@@ -231,7 +238,7 @@ def job_client(address: str):
         if "auth" in first.lower() or "401" in first or "403" in first:
             hint = "; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)"
         raise SpecError("--address", f"must reach a Ray cluster's job API, "
-                                     f"{redact(address)!r} answered: {first[:300]}{hint}"
+                                     f"{scrub(address)!r} answered: {first[:300]}{hint}"
                         ) from None
 
 
@@ -271,11 +278,11 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     except Exception as exc:
         text = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else
                     type(exc).__name__, secrets)
-        raise SpecError("--address", f"must accept the job, {redact(address)!r} refused it: "
+        raise SpecError("--address", f"must accept the job, {scrub(address)!r} refused it: "
                                      f"{text[:300]}") from None
     finally:
         shutil.rmtree(working_dir, ignore_errors=True)
-    submission = Submission(job_id=job_id, address=redact(address), sweep_id=sweep_id,
+    submission = Submission(job_id=job_id, address=scrub(address), sweep_id=sweep_id,
                             requested_name=name, trials=len(trials), secrets=secrets,
                             client=client)
     logs = _refresh(submission)

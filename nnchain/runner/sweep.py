@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy
 
+from nnchain.credentials import scrub
 from nnchain.errors import SpecError, StoreError
 from nnchain.job import make_data
 from nnchain.ledger import sweeps as ledger_ops
@@ -46,7 +47,6 @@ from nnchain.tracking.store import (
     is_sql_store,
     open_client,
     prepare_location,
-    redact,
     resolve_tracking_uri,
 )
 
@@ -199,7 +199,7 @@ def _check_new_sweep_id(options: SweepOptions, uri: str) -> None:
         with ledger.session() as session:
             taken = session.scalar(sqlalchemy.select(Sweep.name).where(Sweep.id == sweep_id))
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the ledger {redact(url)}: "
+        raise StoreError(f"cannot open the ledger {scrub(url)}: "
                          f"{str(exc).splitlines()[0]}") from None
     finally:
         ledger.dispose()
@@ -243,7 +243,7 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
     ledger_ops.create_sweep(
         ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
         fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
-        metric_goal=spec.metric.goal, tracking_uri=redact(uri), trials=trials,
+        metric_goal=spec.metric.goal, tracking_uri=scrub(uri), trials=trials,
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)},

@@ -11,8 +11,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from nnchain.credentials import scrub, split_http_credentials
+from nnchain.credentials import scrub as redact  # noqa: F401 - its old name here
 from nnchain.errors import SpecError, StoreError
 from nnchain.names import check_name  # noqa: F401 - the one name rule, re-exported here
 
@@ -37,23 +38,42 @@ def is_sql_store(tracking_uri: str) -> bool:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI in force: the option, then ``MLFLOW_TRACKING_URI``, then the default."""
+    """The tracking URI in force: the option, then ``MLFLOW_TRACKING_URI``, then the default.
+
+    A tracking server's ``http://user:password@host`` comes back without its userinfo,
+    which moves into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` before any
+    client is made (``tracking_credentials``); MLflow's "View run ... at: URL" lines are off.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    quiet_mlflow()
     if not uri:
         return f"sqlite:///{default_root() / 'mlflow.db'}"
     if "://" not in uri and not uri.startswith("sqlite:"):
         # a bare directory, as `mlflow ui --backend-store-uri ./dir` users write it
         return f"sqlite:///{Path(uri).resolve() / 'mlflow.db'}"
-    return uri
+    return tracking_credentials(uri)
 
 
-def redact(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (safe for logs, params and errors)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+def quiet_mlflow() -> None:
+    """MLflow prints "View run NAME at: URL" on stdout when a run on a tracking server
+    ends (``TrackingServiceClient._log_url``); nnchain's stdout holds only its own output
+    (``--format json`` stays JSON), so that switch of MLflow's is always on."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def tracking_credentials(uri: str) -> str:
+    """``uri`` without the user and password of an http(s) tracking server: they go to
+    MLflow's own variables instead, so no client, log line or record sees them in a URI."""
+    clean, user, password = split_http_credentials(uri)
+    if user is None and password is None:
         return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    if os.environ.get("MLFLOW_TRACKING_URI") == uri:  # children inherit no password
+        os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -114,13 +134,13 @@ def open_client(uri: str):
     except MlflowException as exc:
         text = str(exc)
         if "out-of-date database schema" in text or "mlflow db upgrade" in text:
-            raise StoreError(f"the MLflow store {redact(uri)} has an older schema than the "
+            raise StoreError(f"the MLflow store {scrub(uri)} has an older schema than the "
                              f"installed MLflow; back it up, then run: mlflow db upgrade "
-                             f"{redact(uri)}") from None
-        raise StoreError(f"cannot open the MLflow store {redact(uri)}: "
+                             f"{scrub(uri)}") from None
+        raise StoreError(f"cannot open the MLflow store {scrub(uri)}: "
                          f"{text.splitlines()[0] if text else type(exc).__name__}") from None
     except Exception as exc:  # connection refused, bad driver, ... : one line, no traceback
-        raise StoreError(f"cannot open the MLflow store {redact(uri)}: "
+        raise StoreError(f"cannot open the MLflow store {scrub(uri)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
     return client

@@ -27,11 +27,12 @@ a file holding it (Docker and Kubernetes secrets):
   ``MLFLOW_DB_PASSWORD`` (secret; unset for trust or peer authentication),
   ``MLFLOW_DB_NAME`` (mlflow), ``MLFLOW_AUTH_DB_NAME`` (mlflow_auth): the two databases.
 - ``MLFLOW_BACKEND_STORE_URI``, ``MLFLOW_AUTH_DATABASE_URI`` (secrets): whole SQLAlchemy
-  URIs instead of the parts above (a managed database; a password in them does show in
-  the server's command line).
+  URIs instead of the parts above (a managed database; a password in them reaches the
+  server through its environment, but shows in ``mlflow db upgrade``'s command line).
 - ``MLFLOW_AUTH_ADMIN_USERNAME`` (admin), ``MLFLOW_AUTH_ADMIN_PASSWORD`` (secret,
   required): the admin created on first start; unset, empty, a known default
-  (``password1234``, ``admin``, ``password``, ...), the user name or shorter than 12
+  (``password1234``, ``admin``, ``password``, ... also with digits after it), white space
+  only, one character repeated, a run of digits, the user name or shorter than 12
   characters is refused. Later starts do not change an existing admin's password.
 - ``MLFLOW_SERVICE_USERNAME`` (unset: none), ``MLFLOW_SERVICE_PASSWORD`` (secret): a
   non-admin user created, or its password set, at every start (the Ray head's identity).
@@ -52,6 +53,7 @@ import configparser
 import io
 import json
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -59,10 +61,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-# MLflow's old shipped default and other passwords that must never guard a shared server.
-WEAK_PASSWORDS = frozenset({"password1234", "admin", "password", "mlflow", "changeme", "secret"})
+# MLflow's old shipped default and other passwords that must never guard a shared server;
+# compared without case and without trailing digits ("Password12345" is "password")
+WEAK_PASSWORDS = frozenset({
+    "password1234", "admin", "password", "mlflow", "changeme", "secret", "passw0rd",
+    "p@ssw0rd", "administrator", "root", "letmein", "welcome", "qwerty", "qwertyuiop",
+    "iloveyou", "default", "test", "abc", "abcdef", "abc123", "123456789012", "1234567890",
+    "mlflowadmin", "adminadmin", "nnchain", "postgres"})
 MIN_PASSWORD_LENGTH = 12  # MLflow's own rule for user passwords
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 SECRET_NAMES = ("MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_SERVICE_PASSWORD",
@@ -82,6 +89,99 @@ else:
     store.create_user(request["username"], request["password"], is_admin=False)
     print("created service user " + repr(request["username"]))
 """
+
+
+# ---- a copy of nnchain/credentials.py (this image has no nnchain); a test keeps them equal
+MASK = "***"
+# query parameters whose value is a secret, compared without case, '-' or '_'
+SECRET_KEYS = frozenset({
+    "password", "passwd", "pwd", "pass", "sslpassword", "token", "accesstoken", "authtoken",
+    "apitoken", "idtoken", "refreshtoken", "apikey", "accesskey", "secretkey", "secret",
+    "clientsecret", "sig", "signature", "credential", "credentials"})
+SECRET_SUFFIXES = ("password", "passwd", "token", "secret")
+# a URI inside a text: a scheme, '://', then anything up to a space or a quote
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# key=value pairs outside URIs (libpq conninfo strings: "host=h password=x")
+_PAIR_IN_TEXT = re.compile(r"(?i)\b([A-Za-z_-]*(?:password|passwd|pwd|token|secret))"
+                           r"(\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a query parameter named ``key`` holds a secret."""
+    plain = unquote(key).lower().replace("-", "").replace("_", "")
+    return plain in SECRET_KEYS or plain.endswith(SECRET_SUFFIXES)
+
+
+def _split_netloc(netloc: str) -> tuple[str | None, str | None, str]:
+    """(user, password, host[:port]) of a netloc; the password may itself hold '@'."""
+    if "@" not in netloc:
+        return None, None, netloc
+    userinfo, _, host = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return user, (password if colon else None), host
+
+
+def _query_pieces(query: str) -> list[tuple[str, str | None]]:
+    pieces = []
+    for piece in query.split("&"):
+        key, equals, value = piece.partition("=")
+        pieces.append((key, value if equals else None))
+    return pieces
+
+
+def secrets_of(uri: str) -> list[str]:
+    """The secret values ``uri`` holds (raw and decoded), to mask them in other texts."""
+    parts = urlsplit(uri)
+    _, password, _ = _split_netloc(parts.netloc)
+    values = [password] if password else []
+    values += [value for key, value in _query_pieces(parts.query)
+               if value and is_secret_key(key)]
+    return sorted({form for value in values for form in (value, unquote(value))},
+                  key=len, reverse=True)
+
+
+def has_secret(uri: str) -> bool:
+    """Whether ``uri`` holds a userinfo password or a secret query parameter."""
+    parts = urlsplit(uri)
+    return _split_netloc(parts.netloc)[1] is not None or any(
+        is_secret_key(key) for key, value in _query_pieces(parts.query) if value is not None)
+
+
+def scrub(uri: str) -> str:
+    """``uri`` with its userinfo password and secret query values replaced by ``***``.
+
+    Everything else is kept as written (user name, host, database, other parameters)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # an unparsable netloc ("[" without "]"): show only its scheme
+        return f"{uri.split(':', 1)[0]}:{MASK}" if ":" in uri else uri
+    user, password, host = _split_netloc(parts.netloc)
+    netloc = parts.netloc if password is None else f"{user}:{MASK}@{host}"
+    query = "&".join(key if value is None else
+                     f"{key}={MASK if is_secret_key(key) and value else value}"
+                     for key, value in _query_pieces(parts.query)) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
+        return uri
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every URI in it scrubbed and every ``password=...`` pair masked."""
+    text = _URI_IN_TEXT.sub(lambda match: scrub(match.group(0)), text)
+    return _PAIR_IN_TEXT.sub(lambda match: f"{match.group(1)}{match.group(2)}{MASK}"
+                             if match.group(3) != MASK else match.group(0), text)
+
+
+def split_http_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(uri without userinfo, user, password) of an http(s) tracking URI, both ``unquote``d;
+    other URIs come back unchanged with (None, None)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, None, None
+    user, password, host = _split_netloc(parts.netloc)
+    return (parts._replace(netloc=host).geturl(), unquote(user) if user else None,
+            unquote(password) if password is not None else None)
+# ---- end of the copy of nnchain/credentials.py
 
 
 class SetupError(Exception):
@@ -107,20 +207,25 @@ def setting(env: dict[str, str], name: str, default: str | None = None) -> str |
     return default
 
 
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+def is_common_password(password: str) -> bool:
+    """Whether ``password`` is on the short list, ignoring case, spaces around it and
+    trailing digits, or is a run of consecutive digits ("123456789012")."""
+    plain = password.strip().lower()
+    return (plain in WEAK_PASSWORDS or plain.rstrip("0123456789") in WEAK_PASSWORDS
+            or plain in "01234567890123456789" or plain in "98765432109876543210")
 
 
 def check_password(variable: str, username: str, password: str | None) -> str:
-    """``password``, or SetupError when it is unset, a known default, the user or too short."""
+    """``password``, or SetupError when it is unset, white space, one character repeated,
+    a known default or common password, the user name or too short."""
     if not password:
         raise SetupError(f"{variable} (or {variable}_FILE) must be set: the server refuses to "
                          f"start without a password for user {username!r}")
-    if password.lower() in WEAK_PASSWORDS or password == username:
+    if not password.strip():
+        raise SetupError(f"{variable} must not be only white space; choose another one")
+    if len(set(password)) == 1:
+        raise SetupError(f"{variable} must not be one character repeated; choose another one")
+    if is_common_password(password) or password == username:
         raise SetupError(f"{variable} must not be a default or well-known password (such as "
                          f"MLflow's old default) nor the user name; choose another one")
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -248,7 +353,7 @@ def wait_for_database(uri: str, env: dict[str, str], seconds: float) -> None:
             except sqlalchemy.exc.OperationalError as exc:
                 last = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             if time.monotonic() > deadline:
-                raise SetupError(f"PostgreSQL at {redact(uri)} did not answer within "
+                raise SetupError(f"PostgreSQL at {scrub(uri)} did not answer within "
                                  f"{seconds:g} s: {last}", code=3)
             time.sleep(1.0)
     finally:
@@ -274,10 +379,10 @@ def _run(label: str, command: list[str], env: dict[str, str], config: dict,
 
 def upgrade_schemas(config: dict, env: dict[str, str]) -> None:
     """``mlflow db upgrade`` on the tracking database, the auth app's migrations on its own."""
-    log(f"mlflow db upgrade {redact(config['backend_uri'])}")
+    log(f"mlflow db upgrade {scrub(config['backend_uri'])}")
     _run("the tracking schema upgrade", [sys.executable, "-m", "mlflow", "db", "upgrade",
                                          config["backend_uri"]], env, config)
-    log(f"upgrading the auth database {redact(config['auth_uri'])}")
+    log(f"upgrading the auth database {scrub(config['auth_uri'])}")
     _run("the auth schema upgrade", [sys.executable, "-m", "mlflow.server.auth", "db",
                                      "upgrade", "--url", config["auth_uri"]], env, config)
 
@@ -293,10 +398,15 @@ def ensure_service_user(config: dict, env: dict[str, str]) -> None:
 
 
 def server_command(config: dict) -> list[str]:
+    """The server's command line; the store's URI goes in its environment (``server_exec_env``),
+    which, unlike a command line, other users of the host cannot read."""
     return [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-            "--backend-store-uri", config["backend_uri"],
             "--artifacts-destination", config["artifacts"], "--serve-artifacts",
             "--host", config["host"], "--port", str(config["port"]), "--workers", "1"]
+
+
+def server_exec_env(config: dict, child_env: dict[str, str]) -> dict[str, str]:
+    return {**child_env, "MLFLOW_BACKEND_STORE_URI": config["backend_uri"]}
 
 
 def log(message: str) -> None:
@@ -313,7 +423,7 @@ def main() -> int:
             config["flask_secret"] = secrets.token_urlsafe(32)
         ini, pgpass = write_private_files(config)
         child_env = server_env(env, ini, pgpass, config["flask_secret"])
-        log(f"waiting for PostgreSQL at {redact(config['backend_uri'])}")
+        log(f"waiting for PostgreSQL at {scrub(config['backend_uri'])}")
         wait_for_database(config["backend_uri"], child_env, config["wait"])
         upgrade_schemas(config, child_env)
         ensure_service_user(config, child_env)
@@ -323,7 +433,7 @@ def main() -> int:
         return exc.code
     log(f"starting the tracking server on {config['host']}:{config['port']} (basic auth, "
         f"admin {config['admin_username']!r}, artifacts in {config['artifacts']})")
-    os.execve(sys.executable, server_command(config), child_env)
+    os.execve(sys.executable, server_command(config), server_exec_env(config, child_env))
     return 0  # not reached
 
 
