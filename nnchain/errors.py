@@ -6,15 +6,33 @@ keeps its constructor arguments in ``args``.
 
 from __future__ import annotations
 
-from nnchain.credentials import scrub_text
+import reprlib
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounds, plus huge ints shown by size (their str() may be refused or slow)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 40
+SHOWN_CHARS = 160
+
+
+def shown(value: object) -> str:
+    """A value as an error message shows it: ``repr`` cut to a few dozen characters and three
+    levels, so a huge or alias-laden value costs no more to show than a small one."""
+    text = _REPR.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 class NnchainError(Exception):
-    """Base class of every error nnchain raises on purpose. Its text never shows a password
-    of a URI it quotes (``nnchain.credentials``)."""
-
-    def __str__(self) -> str:
-        return scrub_text(super().__str__())
+    """Base class of every error nnchain raises on purpose."""
 
 
 class SpecError(NnchainError):
@@ -29,7 +47,7 @@ class SpecError(NnchainError):
         self.message = message
 
     def __str__(self) -> str:
-        return scrub_text(f"{self.field}: {self.message}" if self.field else self.message)
+        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 class DivergedError(NnchainError):

@@ -8,13 +8,14 @@ is refused without running any of it.
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import caps, check_cap
+from nnchain.npz import Member, open_npz
 
 _KEY = re.compile(r"^[Wb][1-9][0-9]*$")
 
@@ -29,25 +30,50 @@ def save_weights(path: str | Path, weights: Mapping[str, np.ndarray]) -> Path:
 
 
 def load_weights(path: str | Path, field: str = "--init-weights") -> dict[str, np.ndarray]:
-    """Read a weights file; anything but numeric arrays under ``W<i>``/``b<i>`` is refused."""
+    """Read a weights file; anything but numeric arrays under ``W<i>``/``b<i>`` is refused.
+
+    Keys, dtypes and shapes are checked from the ``.npy`` headers before any array is read:
+    layers chain (``W{i}`` is (inputs, outputs), ``b{i}`` is (outputs,), one layer's outputs
+    are the next one's inputs) and every size is within the caps of ``nnchain/limits.py``,
+    so a small file that declares gigabytes is refused without reading them.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(field, f"weights file must exist, got '{path}'")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            weights = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise SpecError(field, f"must hold numeric arrays only, '{path}' holds pickled "
-                                   "objects (refused, not loaded)") from None
-        raise SpecError(field, f"must be a valid .npz file, '{path}': {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise SpecError(field, f"must be a valid .npz file, '{path}' is not "
-                               f"({type(exc).__name__})") from None
-    bad = sorted(key for key in weights if not _KEY.match(key))
+    with open_npz(path, field, f"'{path}'") as archive:
+        _check_members(archive.members, field)
+        return {key: archive.load(key) for key in archive.members}
+
+
+def _check_members(members: Mapping[str, Member], field: str) -> None:
+    """Keys W1, b1, ..., Wn, bn; numeric dtypes; shapes that chain and fit the caps."""
+    bad = sorted(key for key in members if not _KEY.match(key))
     if bad:
-        raise SpecError(field, f"keys must be W1, b1, W2, b2, ..., got {', '.join(bad)}")
-    for key, value in weights.items():
-        if value.dtype.kind not in "fiu":
-            raise SpecError(field, f"{key} must be a numeric array, got dtype {value.dtype}")
-    return weights
+        raise SpecError(field, f"keys must be W1, b1, W2, b2, ..., got "
+                               f"{shown(', '.join(bad))}")
+    for key, member in members.items():
+        if member.dtype.kind not in "fiu":
+            raise SpecError(field, f"{key} must be a numeric array, got dtype {member.dtype}")
+    cap = caps()
+    layers = max((int(key[1:]) for key in members), default=0)
+    if layers > cap["layers"] + 1:
+        check_cap("layers", layers - 1, f"{field} (hidden layers)")
+    for index in range(1, layers + 1):
+        for key in (f"W{index}", f"b{index}"):
+            if key not in members:
+                raise SpecError(field, f"must hold W1, b1, ... W{layers}, b{layers} in pairs, "
+                                       f"{key} is missing")
+        weight, bias = members[f"W{index}"].shape, members[f"b{index}"].shape
+        if len(weight) != 2 or len(bias) != 1 or bias[0] != weight[1]:
+            raise SpecError(field, f"W{index} must be (inputs, outputs) and b{index} "
+                                   f"(outputs,), got {weight} and {bias}")
+        inputs_cap = cap["columns"] if index == 1 else cap["width"]
+        outputs_cap = max(cap["width"], cap["classes"])
+        if weight[0] > inputs_cap:
+            check_cap("columns" if index == 1 else "width", weight[0], f"{field} W{index} rows")
+        if weight[1] > outputs_cap:
+            check_cap("width", weight[1], f"{field} W{index} columns")
+        if index > 1 and weight[0] != members[f"W{index - 1}"].shape[1]:
+            raise SpecError(field, f"W{index} must have as many rows as W{index - 1} has "
+                                   f"columns ({members[f'W{index - 1}'].shape[1]}), got "
+                                   f"{weight}")

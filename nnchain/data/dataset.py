@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import MAX_MAGNITUDE
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -91,14 +92,21 @@ def _label_name(value: object) -> str:
 
 
 def check_features(x: np.ndarray, feature_names: Sequence[str], field: str, where: str) -> None:
-    """Refuse NaN/inf features and fewer than 2 samples: x (n, d) float64."""
+    """Refuse NaN/inf features, magnitudes beyond ``MAX_MAGNITUDE`` (standardising them would
+    overflow) and fewer than 2 samples: x (n, d) float64."""
     if len(x) < 2:
         raise SpecError(field, f"data must hold at least 2 samples, got {len(x)} in {where}")
     bad = ~np.isfinite(x)
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise SpecError(field, f"features must be finite, got {x[row, column]} in column "
-                               f"{feature_names[column]!r} (row {row}) of {where}")
+                               f"{shown(feature_names[column])} (row {row}) of {where}")
+    magnitude = np.abs(x)
+    if x.size and magnitude.max() > MAX_MAGNITUDE:
+        row, column = np.unravel_index(np.argmax(magnitude), x.shape)
+        raise SpecError(field, f"features must have magnitude <= {MAX_MAGNITUDE:g} so that "
+                               f"standardising cannot overflow, got {x[row, column]:g} in "
+                               f"column {shown(feature_names[column])} (row {row}) of {where}")
 
 
 def describe(dataset: Dataset) -> dict[str, object]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import csv
 import os
-import zipfile
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 
 from nnchain.data.dataset import Dataset, check_features, classification_task, encode_labels
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import caps, check_cap
+from nnchain.npz import open_npz
 
 PATH_FIELD = "data.path"
 TARGET_FIELD = "data.target"
+MAX_LABEL_BYTES = 1024  # a string label of an .npz: 256 characters
 
 
 def load_file(path: str, target: str | None) -> Dataset:
@@ -44,11 +47,11 @@ def load_csv(path: str, target: str | None) -> Dataset:
                                       f"for {path!r}")
     header, rows, lines = _read_csv(path)
     if target not in header:
-        raise SpecError(TARGET_FIELD, f"column {target!r} must exist in {path}, "
-                                      f"columns are: {', '.join(header)}")
+        raise SpecError(TARGET_FIELD, f"column {shown(target)} must exist in {path}, "
+                                      f"columns are: {_listed(header)}")
     if len(header) < 2:
         raise SpecError(PATH_FIELD, f"a CSV needs at least one feature column besides "
-                                    f"{target!r}, got none in {path}")
+                                    f"{shown(target)}, got none in {path}")
     target_index = header.index(target)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     feature_names = tuple(name for index, name in enumerate(header) if index != target_index)
@@ -58,7 +61,7 @@ def load_csv(path: str, target: str | None) -> Dataset:
     x = np.column_stack(features) if rows else np.empty((0, len(feature_names)))
     check_features(x, feature_names, PATH_FIELD, path)
     return _with_targets(x, _csv_targets(columns[target_index], target, lines, path),
-                         feature_names, TARGET_FIELD, f"column {target!r} of {path}")
+                         feature_names, TARGET_FIELD, f"column {shown(target)} of {path}")
 
 
 def load_npz(path: str, target: str | None) -> Dataset:
@@ -67,7 +70,8 @@ def load_npz(path: str, target: str | None) -> Dataset:
     Object arrays are refused, never unpickled. Features are named x0..x{d-1}.
     """
     if target is not None:
-        raise SpecError(TARGET_FIELD, f"only applies to CSV files, got {target!r} for {path!r}")
+        raise SpecError(TARGET_FIELD, f"only applies to CSV files, got {shown(target)} "
+                                      f"for {path!r}")
     x, y = _read_npz(path)
     if x.ndim != 2 or x.dtype.kind not in "biuf":
         raise SpecError(PATH_FIELD, f"X must be a 2-D numeric array, got shape {x.shape} "
@@ -88,24 +92,31 @@ FILE_LOADERS: dict[str, Callable[[str, str | None], Dataset]] = {
 
 
 def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, rows, line number of each row); rows all as wide as the header."""
+    """(header, rows, line number of each row); rows all as wide as the header.
+
+    The header is checked (column cap, unique names) before any row is read, and every
+    row's width and the row count as the rows stream in.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header: list[str] | None = None
             rows: list[list[str]] = []
             lines: list[int] = []
+            max_rows = caps()["n_samples"]
             for row in reader:
                 cells = [cell.strip() for cell in row]
                 if not any(cells):
                     continue
                 if header is None:
-                    header = cells
+                    header = _check_header(cells, path)
                     continue
                 if len(cells) != len(header):
                     raise SpecError(PATH_FIELD, f"every row must have {len(header)} fields like "
                                                 f"the header, got {len(cells)} on line "
                                                 f"{reader.line_num} of {path}")
+                if len(rows) == max_rows:
+                    check_cap("n_samples", max_rows + 1, PATH_FIELD, f"data rows in {path}")
                 rows.append(cells)
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -114,33 +125,46 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
     if header is None:
         raise SpecError(PATH_FIELD, f"a CSV must start with a header row, got an empty file "
                                     f"{path}")
-    for name in header:
-        if header.count(name) > 1 or not name:
-            raise SpecError(PATH_FIELD, f"header names must be unique and non-empty, got "
-                                        f"{name!r} {header.count(name)} times in {path}")
     return header, rows, lines
 
 
+def _check_header(header: list[str], path: str) -> list[str]:
+    """At most the column cap of features (plus the label), names unique and non-empty:
+    one pass over the names."""
+    check_cap("columns", len(header) - 1, PATH_FIELD, f"feature columns in {path}")
+    counts = Counter(header)
+    for name in header:
+        if counts[name] > 1 or not name:
+            raise SpecError(PATH_FIELD, f"header names must be unique and non-empty, got "
+                                        f"{shown(name)} {counts[name]} times in {path}")
+    return header
+
+
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays X and y of an .npz archive; pickled data and other formats are SpecErrors."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise SpecError(PATH_FIELD, f"must be an .npz archive holding X and y, got a "
-                                        f"single .npy array in {path}")
-        with loaded as archive:
-            missing = [key for key in ("X", "y") if key not in archive.files]
-            if missing:
-                raise SpecError(PATH_FIELD, f"an .npz must hold arrays 'X' and 'y', got "
-                                            f"{', '.join(map(repr, archive.files)) or 'none'} "
-                                            f"in {path}")
-            return archive["X"], archive["y"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        reason = _first_line(error)
-        if "pickle" in reason or "Object arrays" in reason:
-            reason = "it holds pickled objects, which are never loaded"
-        raise SpecError(PATH_FIELD, f"must be a plain numeric .npz archive, got {path} "
-                                    f"({reason})") from None
+    """Arrays X and y of an .npz archive, their headers checked before either is read."""
+    with open_npz(path, PATH_FIELD, path) as archive:
+        members = archive.members
+        missing = [key for key in ("X", "y") if key not in members]
+        if missing:
+            names = ", ".join(shown(key) for key in list(members)[:8]) or "none"
+            raise SpecError(PATH_FIELD, f"an .npz must hold arrays 'X' and 'y', got {names} "
+                                        f"in {path}")
+        x, y = members["X"], members["y"]
+        if len(x.shape) != 2 or x.dtype.kind not in "biuf":
+            raise SpecError(PATH_FIELD, f"X must be a 2-D numeric array, got shape {x.shape} "
+                                        f"dtype {x.dtype} in {path}")
+        check_cap("n_samples", x.shape[0], PATH_FIELD, f"rows of X in {path}")
+        check_cap("columns", x.shape[1], PATH_FIELD, f"columns of X in {path}")
+        if len(y.shape) not in (1, 2) or y.shape[0] != x.shape[0]:
+            raise SpecError(PATH_FIELD, f"y must be (n,) or (n, m) with n = {x.shape[0]} rows "
+                                        f"of X, got shape {y.shape} in {path}")
+        if len(y.shape) == 2:
+            check_cap("columns", y.shape[1], PATH_FIELD, f"columns of y in {path}")
+        if y.dtype.kind not in "biufUS" or y.dtype.itemsize > MAX_LABEL_BYTES:
+            raise SpecError(PATH_FIELD, f"y must hold numbers or strings of at most "
+                                        f"{MAX_LABEL_BYTES // 4} characters, got dtype "
+                                        f"{y.dtype} in {path}")
+        return archive.load("X"), archive.load("y")
 
 
 def _numeric_column(cells: tuple[str, ...], name: str, lines: list[int],
@@ -151,8 +175,8 @@ def _numeric_column(cells: tuple[str, ...], name: str, lines: list[int],
         try:
             values[row] = float(cell)
         except ValueError:
-            raise SpecError(PATH_FIELD, f"feature column {name!r} must be numeric, got "
-                                        f"{cell!r} on line {lines[row]} of {path}") from None
+            raise SpecError(PATH_FIELD, f"feature column {shown(name)} must be numeric, got "
+                                        f"{shown(cell)} on line {lines[row]} of {path}") from None
     return values
 
 
@@ -161,7 +185,7 @@ def _csv_targets(cells: tuple[str, ...], target: str, lines: list[int],
     """The label column as int64 (integers), float64 (numbers) or str (anything else)."""
     for row, cell in enumerate(cells):
         if not cell:
-            raise SpecError(TARGET_FIELD, f"column {target!r} must have a value in every row, "
+            raise SpecError(TARGET_FIELD, f"column {shown(target)} must have a value in every row, "
                                           f"got an empty cell on line {lines[row]} of {path}")
     for parse, dtype in ((int, np.int64), (float, np.float64)):
         try:
@@ -191,6 +215,7 @@ def _with_targets(x: np.ndarray, y: np.ndarray, feature_names: tuple[str, ...], 
         y = y.reshape(-1).astype(np.int64)
     if y.dtype.kind != "f":
         codes, class_names = encode_labels(y, field, where)
+        check_cap("classes", len(class_names), field, f"classes in {where}")
         return Dataset(x=x, y=codes, task=classification_task(len(class_names)),
                        n_classes=len(class_names), feature_names=feature_names,
                        class_names=class_names)
@@ -207,6 +232,12 @@ def _integral_labels(y: np.ndarray) -> bool:
     column = y.reshape(len(y), -1)
     return (column.shape[1] == 1 and bool((np.abs(column) < 2**53).all())
             and bool((column == np.round(column)).all()))
+
+
+def _listed(names: list[str], most: int = 20) -> str:
+    """Names joined by commas, the first `most` of them and a count of the rest."""
+    shown_names = ", ".join(names[:most])
+    return shown_names + (f", ... ({len(names) - most:,} more)" if len(names) > most else "")
 
 
 def _first_line(error: Exception) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from nnchain.config import FIELDS, check_value, did_you_mean
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import as_float64, check_int64
 
 CONTINUOUS = ("uniform", "log_uniform", "q_uniform", "q_log_uniform")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "q_uniform", "q_log_uniform")
@@ -113,13 +114,13 @@ def parse_parameter(path: str, raw: Any) -> Space:
     """
     field = f"parameters.{path}"
     if not isinstance(raw, Mapping):
-        hint = f"; write {{values: {raw!r}}}" if isinstance(raw, list) else ""
+        hint = f"; write {{values: {shown(raw)}}}" if isinstance(raw, list) else ""
         raise SpecError(field, f"must be a mapping with one of values, value or distribution, "
-                               f"got {raw!r}{hint}")
+                               f"got {shown(raw)}{hint}")
     for key in raw:
         if key not in PARAMETER_KEYS:
             hint = did_you_mean(str(key), PARAMETER_KEYS)
-            raise SpecError(field, f"unknown key {key!r}, expected values, value or "
+            raise SpecError(field, f"unknown key {shown(key)}, expected values, value or "
                                    f"distribution with min, max, q{hint}")
     given = [key for key in ("values", "value", "distribution") if key in raw]
     if len(given) != 1:
@@ -136,7 +137,7 @@ def parse_parameter(path: str, raw: Any) -> Space:
     if "values" in raw:
         values = raw["values"]
         if not isinstance(values, list) or not values:
-            raise SpecError(field, f"values must be a non-empty list, got {values!r}")
+            raise SpecError(field, f"values must be a non-empty list, got {shown(values)}")
         return Values(tuple(values))
     return _parse_distribution(path, field, raw)
 
@@ -146,7 +147,7 @@ def _parse_distribution(path: str, field: str, raw: Mapping[str, Any]) -> Distri
     if kind not in DISTRIBUTIONS:
         hint = did_you_mean(kind, DISTRIBUTIONS) if isinstance(kind, str) else ""
         raise SpecError(field, f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
-                               f"got {kind!r}{hint}")
+                               f"got {shown(kind)}{hint}")
     config_field = FIELDS[path]
     if config_field.kind not in NUMERIC_KINDS:
         raise SpecError(field, f"a distribution needs a numeric config key, {path} takes "
@@ -194,9 +195,12 @@ def _parse_distribution(path: str, field: str, raw: Mapping[str, Any]) -> Distri
 
 
 def _number(field: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(field, f"{name} must be a finite number, got {value!r}")
-    return value
+    """A finite number; an int stays an int (int_uniform bounds) and must fit an int64."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(field, f"{name} must be a finite number, got {shown(value)}")
+    if isinstance(value, int):
+        return check_int64(f"{field}.{name}", value)
+    return as_float64(f"{field}.{name}", value)
 
 
 def is_finite(space: Space) -> bool:

@@ -37,7 +37,8 @@ from nnchain.config import (
     known_path,
     parse_override,
 )
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import as_float64, check_int64
 from nnchain.names import NAME_RULE, check_name
 from nnchain.sweep.pruning import TYPES as EARLY_TERMINATE_TYPES
 from nnchain.sweep.pruning import EarlyTerminate
@@ -189,27 +190,26 @@ def parse_sweep_spec(data: Mapping[str, Any], text: str = "",
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        raise SpecError(key, f"must be one of {', '.join(choices)}, got {value!r}{hint}")
+        raise SpecError(key, f"must be one of {', '.join(choices)}, got {shown(value)}{hint}")
     return value
 
 
 def _integer(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or (
             isinstance(value, float) and not value.is_integer()):
-        raise SpecError(key, f"must be an integer >= {minimum}, got {value!r}")
+        raise SpecError(key, f"must be an integer >= {minimum}, got {shown(value)}")
     if value < minimum:
         raise SpecError(key, f"must be >= {minimum}, got {int(value)}")
-    return int(value)
+    return check_int64(key, int(value))
 
 
 def _timeout(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or \
-            not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise SpecError("trial_timeout", f"must be a number of seconds > 0 or null, "
-                                         f"got {value!r}")
-    return float(value)
+                                         f"got {shown(value)}")
+    return as_float64("trial_timeout", value)
 
 
 def _metric(raw: Any) -> Metric:
@@ -217,7 +217,7 @@ def _metric(raw: Any) -> Metric:
         return Metric("val_cost", "minimize")
     if not isinstance(raw, Mapping):
         raise SpecError("metric", f"must be a mapping like {{name: val_cost, goal: minimize}}, "
-                                  f"got {raw!r}")
+                                  f"got {shown(raw)}")
     for key in raw:
         if key not in ("name", "goal"):
             raise SpecError(f"metric.{key}", f"is not a metric key, expected name or goal"
@@ -234,7 +234,7 @@ def _early_terminate(raw: Any, metric: Metric, base: Mapping[str, Any],
         return None
     if not isinstance(raw, Mapping):
         raise SpecError("early_terminate", f"must be a mapping like {{type: hyperband, "
-                                           f"min_iter: 5, eta: 3}}, got {raw!r}")
+                                           f"min_iter: 5, eta: 3}}, got {shown(raw)}")
     for key in raw:
         if key not in EARLY_TERMINATE_KEYS:
             hint = did_you_mean(str(key), EARLY_TERMINATE_KEYS)
@@ -307,7 +307,7 @@ def _run_cap(method: str, raw: Any, parameters: Mapping[str, Space]) -> int | No
                             "a distribution needs method: random; a grid takes values: [...]")
         if raw is not None:
             raise SpecError("run_cap", f"applies to method: random only (a grid runs every "
-                                       f"cell), got run_cap={raw!r}")
+                                       f"cell), got run_cap={shown(raw)}")
         return None
     run_cap = None if raw is None else _integer("run_cap", raw, 1)
     continuous = [p for p, s in parameters.items() if not is_finite(s)]
