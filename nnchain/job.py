@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from nnchain.data import Dataset, encode_targets, load_dataset, split, standardize
+from nnchain.data import (
+    Dataset,
+    encode_targets,
+    feature_stats,
+    load_dataset,
+    split,
+    standardize,
+)
 from nnchain.errors import DivergedError
 from nnchain.ledger.states import FAILED, FINISHED, KILLED  # noqa: F401 - used by callers
 from nnchain.nn import (
@@ -30,10 +37,16 @@ from nnchain.nn import (
 
 @dataclass(frozen=True)
 class Split:
-    """The data a job trains on: train part and optional validation part."""
+    """The data a job trains on: train part and optional validation part.
+
+    ``mean`` and ``scale`` (d,) are the training part's standardisation, x_std = (x - mean)
+    / scale, kept so that a model can apply it to new inputs (None: not standardised).
+    """
 
     train: Dataset
     val: Dataset | None
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
 
 @dataclass
@@ -100,9 +113,11 @@ def make_data(data_config: Mapping[str, Any]) -> Split:
         noise=data_config.get("noise", 0.1), classes=data_config.get("classes", 2),
         rng=np.random.default_rng(seeds[0]))
     train, val = split(dataset, data_config["val_fraction"], np.random.default_rng(seeds[1]))
-    if data_config.get("standardize", True):
-        train, val = standardize(train, val)
-    return Split(train, val)
+    if not data_config.get("standardize", True):
+        return Split(train, val)
+    mean, scale = feature_stats(train.x)
+    train, val = standardize(train, val)
+    return Split(train, val, mean, scale)
 
 
 def output_width(data: Dataset, output: str) -> int:

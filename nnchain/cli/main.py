@@ -57,7 +57,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import compare, submit, sweep, train, ui, verify
+    from nnchain.cli import compare, models, submit, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
@@ -66,6 +66,8 @@ def _register() -> None:
     main.add_command(sweep.sweep)
     main.add_command(compare.compare)
     main.add_command(ui.ui)
+    main.add_command(models.promote)
+    main.add_command(models.predict)
 
 
 _register()

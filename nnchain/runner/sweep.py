@@ -388,6 +388,13 @@ def _close(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str,
         tags = {"nnchain.best_trial_key": key, "nnchain.best_run_id": best_live.run_id,
                 f"nnchain.best_{sweep.metric_name}": f"{value:.6g}" if math.isfinite(value)
                 else str(value)}
+        if run_status != KILLED:  # an interrupted sweep ends at once
+            from nnchain.tracking.models import log_best_model
+
+            model_uri = log_best_model(client, client.tracking_uri, best_live.run_id,
+                                       best_live.config)
+            if model_uri:
+                tags["nnchain.best_model_uri"] = model_uri
     if run_status != KILLED:  # an interrupted sweep ends at once (`nnchain report` later)
         _publish_report(ledger, client, sweep, driver, status)
     sweep_runs.end_run(client, sweep.parent_run_id, run_status, "" if run_status == FINISHED
