@@ -11,7 +11,8 @@ from nnchain.tracking import store
 
 GOOD = ["xor-grid", "xor-grid-2", "a", "Run_1.5", "9lives", "x" * 100]
 BAD = ["a b", " lead", "-dash", ".hidden", "_under", "..", "a..b", "a/b", "a\\b", "",
-       "x" * 101, "tab\tname", "é", None, 3]
+       "x" * 101, "tab\tname", "é", None, 3, "evil\n", "evil\r\n", "\nevil", "ev\nil",
+       "evil\x00", "x" * 100 + "\n"]
 
 
 @pytest.mark.parametrize("name", GOOD)

@@ -4,14 +4,20 @@ The table rounds floats to 5 significant digits and shortens reasons; CSV and JS
 full precision (Python's shortest round-trip repr) and whole reasons. Missing values are
 ``-`` in the table, empty in CSV and ``null`` in JSON. Lists (``model.hidden``) are
 written as MLflow params are (``[16, 16]``) in the table and CSV, as lists in JSON.
+
+A CSV cell is opened by spreadsheets, which run a cell starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)``). Such a text cell is
+written with a leading ``'`` (OWASP's advice), which shows the text as it was; a number,
+and a text that is a plain number (``-0.5``, ``+1e-3``), is written as it is, so it stays
+numeric.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
+import re
 from typing import Any
 
 from nnchain.config import param_value
@@ -20,6 +26,8 @@ from nnchain.report.table import Comparison
 TABLE_DIGITS = 5
 REASON_WIDTH = 48
 COLUMN_GAP = "   "
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def table_text(value: Any, column: str = "") -> str:
@@ -43,6 +51,15 @@ def plain_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return param_value(value)
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell: ``plain_text``, with a text a spreadsheet would run as a
+    formula made inert by a leading ``'`` (numbers stay numbers)."""
+    text = plain_text(value)
+    if isinstance(value, int | float) or not text.startswith(FORMULA_STARTS):
+        return text
+    return text if _PLAIN_NUMBER.fullmatch(text) else "'" + text
 
 
 def json_value(value: Any) -> Any:
@@ -88,13 +105,20 @@ def to_table(comparison: Comparison, *, color: bool = False) -> str:
     return capture.get()
 
 
+def csv_line(cells: list[str]) -> str:
+    """One CSV row: a cell holding a comma, a quote, CR or LF quoted (``csv.writer`` does
+    not quote a lone CR when lines end in LF, and a reader then splits the row)."""
+    if cells == [""]:
+        return '""'
+    return ",".join('"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"\r\n')
+                    else cell for cell in cells)
+
+
 def to_csv(comparison: Comparison) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(column.name for column in comparison.columns)
+    lines = [csv_line([csv_cell(column.name) for column in comparison.columns])]
     for record in comparison.records:
-        writer.writerow(plain_text(record[column.name]) for column in comparison.columns)
-    return buffer.getvalue()
+        lines.append(csv_line([csv_cell(record[column.name]) for column in comparison.columns]))
+    return "".join(line + "\n" for line in lines)
 
 
 def to_json(comparison: Comparison) -> str:
