@@ -16,10 +16,14 @@ import json
 
 import numpy as np
 
+from nnchain.errors import SpecError, shown
 from nnchain.job import Job
 from nnchain.nn import Position
+from nnchain.npz import Member, open_npz
 
 _WEIGHT, _OPTIMIZER = "weights.", "optimizer."
+_POSITION = ["position.batch", "position.total_cost", "position.correct", "position.rng"]
+_MAX_ITEM_BYTES = 1 << 20  # the rng states' JSON are the longest items, a few hundred chars
 
 
 def pack_checkpoint(job: Job, epoch: int, position: Position | None = None) -> bytes:
@@ -42,21 +46,50 @@ def pack_checkpoint(job: Job, epoch: int, position: Position | None = None) -> b
 
 
 def restore_checkpoint(job: Job, payload: bytes) -> int:
-    """Load a checkpoint into ``job``; returns the number of epochs already done."""
-    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-        weights = {k[len(_WEIGHT):]: archive[k] for k in archive.files if k.startswith(_WEIGHT)}
-        state = {k[len(_OPTIMIZER):]: archive[k] for k in archive.files
+    """Load a checkpoint into ``job``; returns the number of epochs already done.
+
+    Its keys and shapes are checked against the job's network and optimizer from the
+    ``.npy`` headers, before any array is read.
+    """
+    with open_npz(payload, "checkpoint", "the stored checkpoint") as archive:
+        _check_members(job, archive.members)
+        weights = {k[len(_WEIGHT):]: archive.load(k) for k in archive.members
+                   if k.startswith(_WEIGHT)}
+        state = {k[len(_OPTIMIZER):]: archive.load(k) for k in archive.members
                  if k.startswith(_OPTIMIZER)}
-        epoch = int(archive["epoch"])
-        rng_state = json.loads(str(archive["rng"]))
+        epoch = int(archive.load("epoch"))
+        rng_state = json.loads(str(archive.load("rng")))
         position = None
-        if "position.batch" in archive.files:
-            position = Position(epoch=epoch, batch=int(archive["position.batch"]),
-                                rng_state=json.loads(str(archive["position.rng"])),
-                                total_cost=float(archive["position.total_cost"]),
-                                correct=int(archive["position.correct"]))
+        if "position.batch" in archive.members:
+            position = Position(epoch=epoch, batch=int(archive.load("position.batch")),
+                                rng_state=json.loads(str(archive.load("position.rng"))),
+                                total_cost=float(archive.load("position.total_cost")),
+                                correct=int(archive.load("position.correct")))
     job.network.set_weights(weights)
     job.optimizer.load_state_dict(state)
     job.shuffle_rng.bit_generator.state = rng_state
     job.resume = position
     return epoch
+
+
+def _check_members(job: Job, members: dict[str, Member]) -> None:
+    """The members ``pack_checkpoint`` writes for this job, with its shapes."""
+    expected = {"epoch": (), "rng": ()}
+    expected.update({f"{_WEIGHT}{k}": v.shape for k, v in job.network.get_weights().items()})
+    expected.update({f"{_OPTIMIZER}{k}": np.shape(v)
+                     for k, v in job.optimizer.state_dict().items()})
+    required = list(expected)
+    if "position.batch" in members:
+        expected.update(dict.fromkeys(_POSITION, ()))
+        required += _POSITION
+    missing = [key for key in required if key not in members]
+    if missing:
+        raise SpecError("checkpoint", f"must match the trial's network, "
+                                      f"{shown(missing[0])} is missing")
+    for key, member in members.items():
+        if key not in expected or member.shape != expected[key]:
+            raise SpecError("checkpoint", f"must match the trial's network, got "
+                                          f"{shown(key)} of shape {member.shape}")
+        if member.dtype.itemsize > _MAX_ITEM_BYTES:
+            raise SpecError("checkpoint", f"{shown(key)} must be a number or a short string, "
+                                          f"got dtype {member.dtype}")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
+from nnchain.limits import as_float64, check_field_caps, check_int64
 from nnchain.nn.activations import ACTIVATIONS
 from nnchain.nn.costs import COSTS
 from nnchain.nn.diagnostics import DEFAULT_KINDS, KINDS
@@ -149,56 +150,60 @@ def check_value(path: str, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float) or (
                 isinstance(value, float) and not value.is_integer()):
-            raise SpecError(path, f"must be an integer, got {value!r} ({_type_name(value)})")
-        value = int(value)
+            raise SpecError(path, f"must be an integer, got {shown(value)} "
+                                  f"({_type_name(value)})")
+        value = check_int64(path, int(value))
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpecError(path, f"must be a number, got {value!r} ({_type_name(value)})")
-        value = float(value)
-        if not math.isfinite(value):
-            raise SpecError(path, f"must be a finite number, got {value!r}")
+            raise SpecError(path, f"must be a number, got {shown(value)} "
+                                  f"({_type_name(value)})")
+        value = as_float64(path, value)
     elif kind == "bool":
         if not isinstance(value, bool):
-            raise SpecError(path, f"must be true or false, got {value!r} ({_type_name(value)})")
+            raise SpecError(path, f"must be true or false, got {shown(value)} "
+                                  f"({_type_name(value)})")
     elif kind == "str":
         if not isinstance(value, str) or not value:
-            raise SpecError(path, f"must be a non-empty string, got {value!r}")
+            raise SpecError(path, f"must be a non-empty string, got {shown(value)}")
     elif kind == "choice":
         if not isinstance(value, str) or value not in field.choices:
             hint = did_you_mean(value, field.choices) if isinstance(value, str) else ""
             raise SpecError(path, f"must be one of {', '.join(field.choices)}, "
-                                  f"got {value!r}{hint}")
+                                  f"got {shown(value)}{hint}")
     elif kind == "choice_list":
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise SpecError(path, f"must be a list of {', '.join(field.choices)}, got {value!r}")
+            raise SpecError(path, f"must be a list of {', '.join(field.choices)}, "
+                                  f"got {shown(value)}")
         for item in value:
             if not isinstance(item, str) or item not in field.choices:
                 hint = did_you_mean(item, field.choices) if isinstance(item, str) else ""
                 raise SpecError(path, f"items must be among {', '.join(field.choices)}, "
-                                      f"got {item!r}{hint}")
+                                      f"got {shown(item)}{hint}")
         return [name for name in field.choices if name in value]  # canonical order
     elif kind == "int_list":
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise SpecError(path, f"must be a list of integers, got {value!r}")
+            raise SpecError(path, f"must be a list of integers, got {shown(value)}")
         bad = [v for v in value if not field.check(v)]
         if bad:
-            raise SpecError(path, f"must be {field.rule}, got {value!r}")
+            raise SpecError(path, f"must be {field.rule}, got {shown(value)}")
+        check_field_caps(path, value)
         return list(value)
     elif kind == "float_list":
         if not isinstance(value, list) or not value or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            raise SpecError(path, f"must be a non-empty list of numbers, got {value!r}")
-        value = [float(v) for v in value]
+            raise SpecError(path, f"must be a non-empty list of numbers, got {shown(value)}")
+        value = [as_float64(path, v) for v in value]
         if not all(math.isfinite(v) and field.check(v) for v in value):
-            raise SpecError(path, f"must be {field.rule}, got {value!r}")
+            raise SpecError(path, f"must be {field.rule}, got {shown(value)}")
         return value
     if field.check is not None and not field.check(value):
-        raise SpecError(path, f"must be {field.rule}, got {value!r}")
+        raise SpecError(path, f"must be {field.rule}, got {shown(value)}")
+    check_field_caps(path, value)
     return value
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import zipfile
 
 import click
 
 from nnchain import __version__
 from nnchain.errors import SpecError, StoreError
 from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
+from nnchain.limits import ENV
 from nnchain.runner.cluster import RayStartError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "ExitCode", "main"]
@@ -23,11 +25,19 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Exit
 
 def invoke_translated(invoke, ctx: click.Context):
     """``invoke(ctx)`` with nnchain's user errors turned into one line on stderr and exit
-    code 2, a local Ray that would not start into one line and exit code 1 (130 on Ctrl-C)."""
+    code 2, a local Ray that would not start into one line and exit code 1 (130 on Ctrl-C).
+
+    Input that got past the checks and still exhausted memory, overflowed, nested too
+    deeply or was the wrong kind of file is also one line and exit code 2, not a traceback.
+    """
     try:
         return invoke(ctx)
     except (SpecError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    except (MemoryError, OverflowError, RecursionError, UnicodeDecodeError,
+            zipfile.BadZipFile) as exc:
+        click.echo(f"error: {_exhausted(exc)}", err=True)
         ctx.exit(EXIT_BAD_INPUT)
     except RayStartError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -35,6 +45,20 @@ def invoke_translated(invoke, ctx: click.Context):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+
+
+def _exhausted(exc: BaseException) -> str:
+    """One line for an input that exhausted a resource or was the wrong kind of file."""
+    detail = (str(exc).splitlines() or [""])[0][:160]
+    detail = f" ({type(exc).__name__}{': ' + detail if detail else ''})"
+    if isinstance(exc, MemoryError):
+        return (f"the input needs more memory than this process may use{detail}; see "
+                f"'Limits' in the README ({ENV})")
+    if isinstance(exc, OverflowError):
+        return f"a number in the input is too large for a 64-bit float or integer{detail}"
+    if isinstance(exc, RecursionError):
+        return f"the input is nested too deeply{detail}"
+    return f"a file in the input is not of the kind expected{detail}"
 
 
 class TranslatingGroup(click.Group):
@@ -57,7 +81,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import compare, models, submit, sweep, train, ui, verify
+    from nnchain.cli import compare, submit, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
@@ -66,8 +90,6 @@ def _register() -> None:
     main.add_command(sweep.sweep)
     main.add_command(compare.compare)
     main.add_command(ui.ui)
-    main.add_command(models.promote)
-    main.add_command(models.predict)
 
 
 _register()
