@@ -28,6 +28,7 @@ from nnchain.ledger.states import (  # noqa: F401 - re-exported, the names' old 
     FINISHED,
     KILLED,
     PENDING,
+    PRUNED,
     RUNNING,
     SWEEP_FAILED,
     SWEEP_FINISHED,
@@ -127,3 +128,24 @@ class Checkpoint(Base):
     epoch: Mapped[int] = mapped_column(Integer)  # epochs completed when saved
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     saved_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Decision(Base):
+    """One early-stopping decision on a trial (``nnchain.sweep.pruning``): kept, so that a
+    resumed sweep never decides again what it decided once. Added to older ledgers as a
+    new table (the upgrade is additive)."""
+
+    __tablename__ = "nnchain_decisions"
+    __table_args__ = (UniqueConstraint("trial_id", "epoch", name="nnchain_decision_epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("nnchain_sweeps.id", ondelete="CASCADE"),
+                                          index=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("nnchain_trials.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)  # epochs run when decided
+    bracket: Mapped[int] = mapped_column(Integer, default=0)
+    rung: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: NaN
+    cutoff: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: none yet
+    stop: Mapped[int] = mapped_column(Integer, default=0)
+    decided_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

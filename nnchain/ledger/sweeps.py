@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import bindparam, false, func, literal_column, select, update
 
 from nnchain.errors import SpecError
-from nnchain.ledger.models import Checkpoint, Sweep, Trial, utcnow
+from nnchain.ledger.models import Checkpoint, Decision, Sweep, Trial, utcnow
 from nnchain.ledger.states import (
+    DONE,
     ENDED,
-    FINISHED,
     KILLED,
     PENDING,
     RUNNING,
@@ -171,7 +171,8 @@ def start_trial(ledger: Ledger, trial_id: int, run_id: str, attempt: int,
 
 def end_trial(ledger: Ledger, trial_id: int, state: str, reason: str = "",
               **values: Any) -> None:
-    """RUNNING -> FINISHED, FAILED or KILLED (PENDING -> FAILED or KILLED: never started)."""
+    """RUNNING -> FINISHED, PRUNED, FAILED or KILLED (PENDING -> FAILED or KILLED: never
+    started)."""
     if state not in ENDED:
         raise ValueError(f"state must be one of {', '.join(ENDED)}, got {state!r}")
     write_trials(ledger, ends=[(trial_id, state, reason, values)])
@@ -214,10 +215,12 @@ def beat_trials(ledger: Ledger, trial_ids: Sequence[int]) -> None:
 
 def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
                  progress: Mapping[int, dict] | None = None,
-                 ends: Sequence[tuple[int, str, str, dict]] = ()) -> None:
+                 ends: Sequence[tuple[int, str, str, dict]] = (),
+                 decisions: Sequence[Mapping[str, Any]] = ()) -> None:
     """In one transaction: trials started (trial id -> ``start_values``), their progress
     (trial id -> values, no state), then trials ended (trial id, state, reason, other
-    values; each trial at most once). Each state change is checked against the table.
+    values; each trial at most once), and early-stopping decisions (``decision_values``;
+    one already recorded is kept). Each state change is checked against the table.
 
     A trial started and ended in the same call is one row, its start's values under its
     end's, checked as PENDING -> RUNNING -> end: the same call retried after its answer was
@@ -234,11 +237,48 @@ def write_trials(ledger: Ledger, *, starts: Mapping[int, dict] | None = None,
         (ended if start is None else started_and_ended).append(row)
     rows = [{"trial": trial_id, **values}
             for changes in (starts, progress or {}) for trial_id, values in changes.items()]
-    if not (rows or ended or started_and_ended):
+    if not (rows or ended or started_and_ended or decisions):
         return
     with ledger.session() as session:
         _update_trials(session, rows + ended)
         _update_trials(session, started_and_ended, via=RUNNING)
+        if decisions:
+            _insert_decisions(session, decisions)
+
+
+def decision_values(sweep_id: str, decision) -> dict:
+    """A ``pruning.Decision`` as a ledger row (NaN as null)."""
+    value = decision.value if decision.value == decision.value else None
+    return {"sweep_id": sweep_id, "trial_id": decision.trial_id, "epoch": decision.epoch,
+            "bracket": decision.bracket, "rung": decision.rung, "value": value,
+            "cutoff": decision.cutoff, "stop": int(decision.stop), "decided_at": utcnow()}
+
+
+def _insert_decisions(session, decisions: Sequence[Mapping[str, Any]]) -> None:
+    """Insert decisions not yet recorded (a write retried after its answer was lost finds
+    them there): the first decision on a trial at an epoch is the one kept."""
+    trial_ids = sorted({d["trial_id"] for d in decisions})
+    have = set(session.execute(select(Decision.trial_id, Decision.epoch)
+                               .where(Decision.trial_id.in_(trial_ids))).all())
+    new = []
+    for row in decisions:
+        if (row["trial_id"], row["epoch"]) not in have:
+            have.add((row["trial_id"], row["epoch"]))
+            new.append(dict(row))
+    if new:
+        session.execute(Decision.__table__.insert(), new)
+
+
+def decisions_of(ledger: Ledger, sweep_id: str) -> list[Decision]:
+    """A sweep's early-stopping decisions in the order made (none in a ledger older than
+    the table)."""
+    from sqlalchemy import inspect
+
+    if not inspect(ledger.engine).has_table(Decision.__tablename__):
+        return []
+    with ledger.session() as session:
+        return list(session.scalars(select(Decision).where(Decision.sweep_id == sweep_id)
+                                    .order_by(Decision.id)))
 
 
 def _allowed(state: str, via: str | None) -> frozenset[str]:
@@ -298,12 +338,12 @@ def save_checkpoint(ledger: Ledger, trial_id: int, epoch: int, payload: bytes) -
 
 
 def unfinished_checkpoints(ledger: Ledger, sweep_id: str) -> dict[int, tuple[int, bytes]]:
-    """The checkpoints of a sweep's trials not FINISHED: trial id -> (epoch, payload)."""
+    """The checkpoints of a sweep's trials not done: trial id -> (epoch, payload)."""
     with ledger.session() as session:
         rows = session.execute(
             select(Checkpoint.trial_id, Checkpoint.epoch, Checkpoint.payload)
             .join(Trial, Trial.id == Checkpoint.trial_id)
-            .where(Trial.sweep_id == sweep_id, Trial.state != FINISHED))
+            .where(Trial.sweep_id == sweep_id, Trial.state.not_in(list(DONE))))
         return {trial_id: (epoch, payload) for trial_id, epoch, payload in rows}
 
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import Sweep, Trial, utcnow
 from nnchain.ledger.states import (
+    DONE,
     ENDED,
     FAILED,
     FINISHED,
     KILLED,
     PENDING,
+    PRUNED,
     RUNNING,
     check_transition,
 )
@@ -32,6 +34,7 @@ from nnchain.ledger.store import Ledger
 from nnchain.runner.executor import Executor, Handle, TaskEnded
 from nnchain.runner.messages import CheckpointSaved, End, Metrics, Start
 from nnchain.runner.task import Work
+from nnchain.sweep.pruning import Decision, Pruner
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import Block, MetricWriter
 from nnchain.tracking.retry import is_transient, with_retry
@@ -66,6 +69,7 @@ class Live:
     summary: dict = field(default_factory=dict)
     started: float | None = None
     state: str = PENDING
+    stopping: bool = False  # early stopping decided it stops: its end is PRUNED
 
 
 @dataclass
@@ -110,12 +114,16 @@ class StopSweep(Exception):
 class Driver:
     def __init__(self, *, ledger: Ledger, client, writer: MetricWriter, sweep: Sweep,
                  executor: Executor, data_keys: list[str], settings: Settings,
-                 on_progress: Callable[[Snapshot], None] | None = None) -> None:
+                 on_progress: Callable[[Snapshot], None] | None = None,
+                 pruner: Pruner | None = None) -> None:
         self.ledger, self.client, self.writer, self.sweep = ledger, client, writer, sweep
         self.executor = executor
         self.settings = settings
         self.on_progress = on_progress
         self.data_keys = data_keys
+        self.pruner = pruner  # early stopping's decisions, or None
+        self._decisions: list[Decision] = []  # new decisions, until the next flush
+        self._handle_of: dict[int, Handle] = {}  # trial id -> the task it went out in
         self.live: dict[int, Live] = {}
         self.queue: deque[Work] = deque()
         self.in_flight: dict[Handle, list[int]] = {}  # task -> its trial ids
@@ -148,10 +156,15 @@ class Driver:
 
     # ---- setup -------------------------------------------------------------------------
     def load(self, trials: Sequence[Trial]) -> None:
-        """Take the sweep's trials; those not FINISHED are requeued in the ledger (a
-        resume) and queued here, from their checkpoints."""
+        """Take the sweep's trials; those not FINISHED or PRUNED are requeued in the ledger
+        (a resume) and queued here, from their checkpoints. Recorded early-stopping
+        decisions are kept: a trial decided to stop stops there again."""
         checkpoints = ledger_ops.unfinished_checkpoints(self.ledger, self.sweep.id)
-        requeued = [trial.id for trial in trials if trial.state not in (FINISHED, PENDING)]
+        requeued = [trial.id for trial in trials if trial.state not in (*DONE, PENDING)]
+        if self.pruner is not None:
+            self.pruner.load(_decision(row) for row in
+                             with_retry(ledger_ops.decisions_of, self.ledger, self.sweep.id,
+                                        what="the ledger"))
         with_retry(ledger_ops.requeue_trials, self.ledger, requeued, what="the ledger")
         for trial in trials:
             self.live[trial.id] = Live(
@@ -164,14 +177,21 @@ class Driver:
             live = self.live[trial.id]
             if trial.state == FINISHED:
                 self._consider_best(live, trial.metric)
-            else:
+            elif trial.state != PRUNED:
+                live.stopping = self.pruner is not None and trial.id in self.pruner.stopped
                 self._move(live, PENDING)
                 self.queue.append(self._work(live, checkpoints.get(trial.id)))
         self._progress()
 
     def _work(self, live: Live, checkpoint: tuple[int, bytes] | None) -> Work:
+        report_at, stop_after = (), 0
+        if self.pruner is not None:
+            report_at = self.pruner.decision_epochs(live.index)
+            stopped = self.pruner.stopped.get(live.trial_id)
+            stop_after = stopped.epoch if stopped else 0
         return Work(trial_id=live.trial_id, key=live.key, config=live.config,
                     attempt=live.attempt, data_index=live.data_index,
+                    report_at=report_at, stop_after=stop_after,
                     checkpoint=checkpoint[1] if checkpoint else None,
                     checkpoint_every=self.settings.checkpoint_every,
                     title=sweep_runs.trial_run_name(live.index, live.overrides),
@@ -224,6 +244,7 @@ class Driver:
             handle = self.executor.submit(pack)
             self.in_flight[handle] = [w.trial_id for w in pack]
             for work in pack:
+                self._handle_of[work.trial_id] = handle
                 self._move(self.live[work.trial_id], QUEUED)
 
     def _has_room(self) -> bool:
@@ -280,6 +301,8 @@ class Driver:
         live = self.live[message.trial_id]
         columns, stamps, first_step = message.columns, message.stamps, message.first_step
         _update_summary(live.summary, columns)  # replayed steps repeat recorded values
+        if self.pruner is not None:
+            self._judge(live, first_step, columns.get(self.sweep.metric_name))
         skip = max(0, live.last_step + 1 - first_step)  # steps already recorded (a retry)
         if skip >= len(stamps):
             return
@@ -290,6 +313,23 @@ class Driver:
         live.last_step = first_step + len(stamps) - 1
         self._dirty.add(live.trial_id)
 
+    def _judge(self, live: Live, first_step: int, values) -> None:
+        """Early stopping's decisions on the epochs of a metrics message (a replayed epoch
+        gets its recorded decision); a stop goes to the trial's task at once."""
+        if values is None or live.state != RUNNING:
+            return
+        for offset, value in enumerate(values):
+            judged = self.pruner.decide(live.trial_id, live.index, first_step + offset + 1,
+                                        float(value))
+            if judged is None:
+                continue
+            decision, new = judged
+            if new:
+                self._decisions.append(decision)
+            if decision.stop and not live.stopping:
+                live.stopping = True
+                self.executor.stop(self._handle_of[live.trial_id], live.trial_id, live.attempt)
+
     def _on_checkpoint(self, message: CheckpointSaved) -> None:
         self._flush()  # metrics up to the checkpoint are in MLflow before it counts
         with_retry(ledger_ops.save_checkpoint, self.ledger, message.trial_id, message.epoch,
@@ -299,7 +339,11 @@ class Driver:
         """A trial ended: its weights are stored now; its run and ledger row are closed at
         the next flush, after its metrics (so a FINISHED trial never lacks metrics)."""
         live, status, reason = self.live[message.trial_id], message.status, message.reason
-        metric = _metric_value(live.summary, self.sweep.metric_name) if status == FINISHED \
+        epochs, tags = message.epochs, {"nnchain.status_reason": reason[:5000]} if reason else {}
+        if status == FINISHED and live.stopping:  # stopped early: a result, as it stands
+            status, epochs = PRUNED, live.last_step + 1
+            tags["nnchain.pruned_at"] = str(epochs)
+        metric = _metric_value(live.summary, self.sweep.metric_name) if status in DONE \
             else None
         files = dict(message.files or {})
         if message.weights is not None:
@@ -307,9 +351,8 @@ class Driver:
         if files:
             with_retry(sweep_runs.log_files, self.client, live.run_id, files,
                        live.artifact_uri, what="the MLflow store")
-        self.writer.end_run(live.run_id, status,
-                            {"nnchain.status_reason": reason[:5000]} if reason else None)
-        self._ends.append((live, status, reason, message.epochs, message.seconds, metric))
+        self.writer.end_run(live.run_id, FINISHED if status == PRUNED else status, tags)
+        self._ends.append((live, status, reason, epochs, message.seconds, metric))
         self._move(live, status)
         if status == FINISHED:
             self._consider_best(live, metric)
@@ -411,8 +454,10 @@ class Driver:
                  {"metric": metric, "summary": live.summary, "epochs": epochs,
                   "last_step": live.last_step, "train_seconds": seconds, "heartbeat_at": now})
                 for live, status, reason, epochs, seconds, metric in self._ends]
-        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends)
-        self._starts, self._dirty, self._ends = {}, set(), []
+        decisions = [ledger_ops.decision_values(self.sweep.id, d) for d in self._decisions]
+        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends,
+                                decisions=decisions)
+        self._starts, self._dirty, self._ends, self._decisions = {}, set(), [], []
         self._last_flush = time.monotonic()
 
     def _stop_all(self, reason: str) -> None:
@@ -452,6 +497,12 @@ def pack_size(queued: int, pack: int, slots: int) -> int:
     """Trials for the next task: up to ``pack``, shrinking as the queue drains (a slot's
     share of half the queue), so that the slots finish together."""
     return max(1, min(pack, queued // (2 * max(1, slots))))
+
+
+def _decision(row) -> Decision:
+    """A decision recorded in the ledger, as the pruner keeps it (null value: NaN)."""
+    return Decision(row.trial_id, row.epoch, row.bracket, row.rung,
+                    math.nan if row.value is None else row.value, row.cutoff, bool(row.stop))
 
 
 def _data_key(config: dict) -> str:

@@ -41,6 +41,10 @@ class Executor(Protocol):
     def cancel(self, handle: Handle) -> None:
         """Stop the task now; its trials' ends will not come."""
 
+    def stop(self, handle: Handle, trial_id: int, attempt: int) -> None:
+        """Ask the task to stop the trial's attempt early (its end still comes): the trial
+        polls once an epoch, without waiting for the answer."""
+
 
 @functools.cache
 def _remote_pack():
@@ -53,23 +57,73 @@ def _remote_pack():
     return ray.remote(num_returns="streaming", max_retries=0)(run_pack)
 
 
+class _StopFlags:
+    """The early stops of one sweep's driver: a Ray actor (no CPU) trials poll."""
+
+    def __init__(self) -> None:
+        self.stopped: set[tuple[int, int]] = set()
+
+    def stop(self, trial_id: int, attempt: int) -> None:
+        self.stopped.add((trial_id, attempt))
+
+    def is_stopped(self, trial_id: int, attempt: int) -> bool:
+        return (trial_id, attempt) in self.stopped
+
+
+class RayStops:
+    """A trial's view of the stop flags: each poll takes the answer to the previous one if
+    it came (else False) and asks again, so an epoch never waits for the actor."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+        self._asked: dict[tuple[int, int], object] = {}
+
+    def __getstate__(self) -> dict:
+        return {"actor": self.actor}
+
+    def __setstate__(self, state: dict) -> None:
+        self.actor, self._asked = state["actor"], {}
+
+    def __call__(self, trial_id: int, attempt: int) -> bool:
+        import ray
+
+        key = (trial_id, attempt)
+        asked = self._asked.get(key)
+        if asked is not None:
+            ready, _ = ray.wait([asked], timeout=0)
+            if not ready:
+                return False
+            if ray.get(asked):
+                return True
+        self._asked[key] = self.actor.is_stopped.remote(trial_id, attempt)
+        return False
+
+
 class RayExecutor:
     """Packs as Ray streaming tasks: datasets ``ray.put`` once, each task gets
     ``cpus_per_task`` CPUs (BLAS threads limited to match), messages taken with
-    ``ray.wait`` in completion order."""
+    ``ray.wait`` in completion order. With ``stops`` (early stopping) an actor holds the
+    driver's stops for the trials to poll."""
 
     def __init__(self, datasets: Sequence[Split], *, cpus_per_task: float,
-                 flush_seconds: float) -> None:
+                 flush_seconds: float, stops: bool = False) -> None:
         import ray
 
         self._ray = ray
         self._cpus = cpus_per_task
         self._flush_seconds = flush_seconds
         self._data_refs = [ray.put(split) for split in datasets]
+        self._flags = ray.remote(num_cpus=0)(_StopFlags).remote() if stops else None
+        self._stops = RayStops(self._flags) if stops else None
 
     def submit(self, pack: Sequence[Work]) -> Handle:
         return _remote_pack().options(num_cpus=self._cpus).remote(
-            list(pack), max(1, int(self._cpus)), self._flush_seconds, *self._data_refs)
+            list(pack), max(1, int(self._cpus)), self._flush_seconds, *self._data_refs,
+            stops=self._stops)
+
+    def stop(self, handle: Handle, trial_id: int, attempt: int) -> None:
+        if self._flags is not None:
+            self._flags.stop.remote(trial_id, attempt)
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
         if not handles:

@@ -32,11 +32,13 @@ from nnchain.ledger.models import (
     Sweep,
     utcnow,
 )
+from nnchain.ledger.states import DONE
 from nnchain.ledger.store import Ledger, ledger_exists, open_ledger, resolve_ledger_url
 from nnchain.runner import cluster, identity
 from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep
 from nnchain.runner.executor import RayExecutor
 from nnchain.runner.reaper import claim, driver_state, driver_values, reap
+from nnchain.sweep.pruning import Pruner
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.retry import is_transient, with_retry
@@ -166,7 +168,8 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
                          trials[0].config["train"].get("checkpoint_every", 0))
     if on_created is not None:
         on_created(sweep)
-    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
+                    _pruner(spec, trials))
 
 
 def _stop_recorded(recording, reason: str) -> None:
@@ -298,7 +301,7 @@ def resume_sweep(ref: str, options: SweepOptions,
     data = apply_spec_overrides(parse_yaml(sweep.spec_text, "spec"), overrides)
     spec = parse_sweep_spec(data, sweep.spec_text, overrides=overrides)
     trials = ledger_ops.trials_of(ledger, sweep.id)
-    if all(t.state == FINISHED for t in trials) and sweep.status == SWEEP_FINISHED:
+    if all(t.state in DONE for t in trials) and sweep.status == SWEEP_FINISHED:
         return _result_from_ledger(ledger, sweep)  # nothing to run: no Ray, no writes
     _check_cpus(options, None if (options.address or os.environ.get("RAY_ADDRESS")) else
                 (options.num_cpus or os.cpu_count() or 1))
@@ -323,7 +326,8 @@ def resume_sweep(ref: str, options: SweepOptions,
     else:
         client.update_run(sweep.parent_run_id, status="RUNNING")
     sweep = ledger_ops.find_sweep(ledger, sweep.id)
-    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress)
+    return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
+                    _pruner(spec, trials))
 
 
 def _result_from_ledger(ledger: Ledger, sweep: Sweep) -> SweepResult:
@@ -342,7 +346,7 @@ def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
     from nnchain.tracking.metrics import last_steps
 
     unfinished = [t for t in ledger_ops.trials_of(ledger, sweep_id)
-                  if t.state != FINISHED and t.run_id]
+                  if t.state not in DONE and t.run_id]
     recorded = last_steps(client, uri, [t.run_id for t in unfinished])
     for trial in unfinished:
         step = recorded.get(trial.run_id, -1)
@@ -350,15 +354,23 @@ def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
             ledger_ops.update_trial(ledger, trial.id, last_step=step)
 
 
+def _pruner(spec, trials) -> Pruner | None:
+    """Early stopping for the sweep's ``early_terminate``, on its metric (None: none)."""
+    if spec.early_terminate is None or not trials:
+        return None
+    return Pruner(spec.early_terminate, trials[0].config["train"]["epochs"], spec.metric.goal)
+
+
 def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
              datasets: list, data_keys: list[str],
-             on_progress: Callable[[Snapshot], None] | None) -> SweepResult:
+             on_progress: Callable[[Snapshot], None] | None,
+             pruner: Pruner | None = None) -> SweepResult:
     executor = RayExecutor(datasets, cpus_per_task=settings.cpus_per_trial,
-                           flush_seconds=settings.flush_seconds)
+                           flush_seconds=settings.flush_seconds, stops=pruner is not None)
     writer = MetricWriter(client, uri)
     driver = Driver(ledger=ledger, client=client, writer=writer, sweep=sweep,
                     executor=executor, data_keys=data_keys, settings=settings,
-                    on_progress=on_progress)
+                    on_progress=on_progress, pruner=pruner)
     driver.load(ledger_ops.trials_of(ledger, sweep.id))
     try:
         counts = driver.run()
@@ -370,7 +382,8 @@ def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
         raise
     finally:
         writer.dispose()
-    status = SWEEP_FINISHED if counts[FINISHED] == len(driver.live) else SWEEP_FAILED
+    done = sum(counts[state] for state in DONE)
+    status = SWEEP_FINISHED if done == len(driver.live) else SWEEP_FAILED
     _close(ledger, client, sweep, driver, status, FINISHED if status == SWEEP_FINISHED
            else FAILED)
     best, best_key = driver.best if driver.best else (None, None)

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +37,15 @@ class Work:
     data_index: int
     checkpoint: bytes | None = None
     checkpoint_every: int = 0
+    report_at: tuple[int, ...] = ()  # epochs run whose metrics go at once: decisions on them
+    stop_after: int = 0  # a recorded early stop: stop once this many epochs are run
     title: str = ""  # the trial's short name, for its pictures
     pictures: bool = False  # draw cost_curve.png and gradient_flow.png here
+
+
+# Whether the driver asked a trial's attempt to stop: (trial id, attempt) -> bool, polled
+# once an epoch by a trial under early stopping; it must not wait.
+StopCheck = Callable[[int, int], bool]
 
 
 def _now_ms() -> int:
@@ -81,7 +88,8 @@ def weights_bytes(weights: dict[str, np.ndarray] | None) -> bytes | None:
     return buffer.getvalue()
 
 
-def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message]:
+def run_trial(work: Work, data: Split, flush_seconds: float,
+              stops: StopCheck | None = None) -> Iterator[Message]:
     """Train one trial, yielding start / metrics / checkpoint / end messages."""
     from nnchain.checkpoint import pack_checkpoint, restore_checkpoint
 
@@ -101,20 +109,25 @@ def run_trial(work: Work, data: Split, flush_seconds: float) -> Iterator[Message
     status, reason, epochs_run = FINISHED, "", start_epoch
     total = work.config["train"]["epochs"]
     try:
-        for record in job.epochs(start_epoch):
+        for record in _epochs(job, work, start_epoch):
             columns.add(record.epoch, record.metrics)
             if work.pictures:
                 _keep_history(history, record.epoch - start_epoch, record.metrics)
             final, epochs_run = record.metrics, record.epoch + 1
             due = bool(work.checkpoint_every) and epochs_run % work.checkpoint_every == 0 \
                 and epochs_run < total
-            if due or time.monotonic() - last_flush >= flush_seconds:
+            if due or epochs_run in work.report_at or \
+                    time.monotonic() - last_flush >= flush_seconds:
                 message = columns.take(work.trial_id)
                 if message is not None:
                     yield message
                 last_flush = time.monotonic()
             if due:
                 yield CheckpointSaved(work.trial_id, epochs_run, pack_checkpoint(job, epochs_run))
+            if work.report_at and epochs_run < total and (
+                    epochs_run >= work.stop_after > 0 or
+                    (stops is not None and stops(work.trial_id, work.attempt))):
+                break  # stopped early: what ran so far is the trial's result
     except DivergedError as exc:
         status, reason = FAILED, str(exc)
     message = columns.take(work.trial_id)
@@ -135,18 +148,27 @@ def _keep_history(history: dict[str, list[float]], offset: int, metrics: dict) -
             column.append(value)
 
 
+def _epochs(job, work: Work, start_epoch: int):
+    """The job's epochs from ``start_epoch``; none when a recorded early stop comes at or
+    before it (a retry from a later checkpoint)."""
+    if work.stop_after and start_epoch >= work.stop_after:
+        return iter(())
+    return job.epochs(start_epoch)
+
+
 def run_pack(works: list[Work], cpus: int, flush_seconds: float,
-             *datasets: Split) -> Iterator[Message]:
+             *datasets: Split, stops: StopCheck | None = None) -> Iterator[Message]:
     """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
+    ``stops``: the driver's early stops, polled each epoch by trials judged on the way.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=cpus):
         for work in works:
             try:
-                yield from run_trial(work, datasets[work.data_index], flush_seconds)
+                yield from run_trial(work, datasets[work.data_index], flush_seconds, stops)
             except Exception as exc:  # a bug in nnchain itself: report it as the trial's end
                 reason = f"{type(exc).__name__}: {exc}"
                 yield End(work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 
 from nnchain.job import make_data
 from nnchain.ledger import sweeps as ledger_ops
-from nnchain.ledger.states import FAILED, FINISHED, KILLED, PENDING
+from nnchain.ledger.states import FAILED, FINISHED, KILLED, PENDING, PRUNED
 from nnchain.ledger.store import open_ledger
 from nnchain.runner import driver as driver_module
 from nnchain.runner.driver import Driver, Settings, StopSweep, ledger_state, pack_size
@@ -33,6 +33,7 @@ from nnchain.runner.executor import TaskEnded
 from nnchain.runner.messages import End, Message, Metrics, Start
 from nnchain.runner.task import Work, run_pack
 from nnchain.sweep import expand
+from nnchain.sweep.pruning import Pruner
 from nnchain.sweep.spec import parse_sweep_spec
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
@@ -43,9 +44,11 @@ EPOCHS = 12
 
 
 def spec_text(*, lrs: Sequence[float] = (0.1, 0.5, 2.0), seeds: int = 1, goal: str = "minimize",
-              metric: str = "val_cost", checkpoint_every: int = 0, max_retries: int = 2) -> str:
+              metric: str = "val_cost", checkpoint_every: int = 0, max_retries: int = 2,
+              extra: str = "") -> str:
     return f"""
 name: drv
+{extra}
 experiment: driver-tests
 seed: 1
 repeats: {seeds}
@@ -81,10 +84,14 @@ class FakeExecutor:
         self.tasks: list[FakeTask] = []
         self.cancelled: list[FakeTask] = []
         self.hung: set[int] = set()
+        self.stopped: list[tuple[int, int]] = []  # early stops asked, in order
         self.most_in_flight = 0
 
     def submit(self, pack: Sequence[Work]) -> FakeTask:
-        task = FakeTask(len(self.tasks), list(pack), run_pack(list(pack), 1, 0.0, *self.datasets))
+        task = FakeTask(len(self.tasks), list(pack),
+                        run_pack(list(pack), 1, 0.0, *self.datasets,
+                                 stops=lambda trial_id, attempt: (trial_id, attempt)
+                                 in self.stopped))
         self.tasks.append(task)
         return task
 
@@ -112,6 +119,9 @@ class FakeExecutor:
     def cancel(self, task: FakeTask) -> None:
         task.messages.close()
         self.cancelled.append(task)
+
+    def stop(self, task: FakeTask, trial_id: int, attempt: int) -> None:
+        self.stopped.append((trial_id, attempt))
 
 
 # ---- stores and a sweep ----------------------------------------------------------------
@@ -171,13 +181,19 @@ class Sweep:
 
         driver = Driver(ledger=self.ledger, client=self.client, writer=writer, sweep=self.row,
                         executor=executor, data_keys=self.data_keys, settings=settings,
-                        on_progress=on_progress)
+                        on_progress=on_progress, pruner=self.pruner())
         driver.load(self.trials())
         try:
             driver.run()
         finally:
             writer.dispose()
         return driver, executor, snapshots
+
+    def pruner(self) -> Pruner | None:
+        spec = parse_sweep_spec(parse_yaml(self.row.spec_text, "spec"))
+        if spec.early_terminate is None:
+            return None
+        return Pruner(spec.early_terminate, EPOCHS, spec.metric.goal)
 
     def history(self, run_id: str, key: str = "train_cost") -> list:
         return MlflowClient(self.uri).get_metric_history(run_id, key)
@@ -441,12 +457,13 @@ def test_a_trial_ends_in_the_ledger_only_after_its_run_with_all_its_metrics(ledg
 
     original_write = ledger_ops.write_trials
 
-    def write_trials(ledger_, *, starts=None, progress=None, ends=()):
+    def write_trials(ledger_, *, starts=None, progress=None, ends=(), decisions=()):
         for trial_id, status, _, _ in ends:
             run = reader.get_run(run_ids[trial_id])
             assert run.info.status == status and complete(run_ids[trial_id])
             checked.append(status)
-        return original_write(ledger_, starts=starts, progress=progress, ends=ends)
+        return original_write(ledger_, starts=starts, progress=progress, ends=ends,
+                              decisions=decisions)
 
     original_flush = MetricWriter.flush
 
@@ -461,3 +478,112 @@ def test_a_trial_ends_in_the_ledger_only_after_its_run_with_all_its_metrics(ledg
     driver, _, _ = sweep.run()
     assert checked == [FINISHED] * 3
     assert driver.counts == {FINISHED: 3}
+
+
+# ---- early stopping --------------------------------------------------------------------
+# Each trial's scripted val_cost (constant over its epochs), by trial index; ASHA with
+# min_iter 2, eta 2 over 12 epochs has rungs at epochs 2, 4 and 8. One slot: trials run in
+# index order, so the decisions are worked by hand (cutoff: the median of the values
+# recorded at the rung before, as eta = 2):
+SCRIPT = [0.5, 0.7, 0.4, 0.6, 0.3, 0.9]
+ASHA_DECISIONS = [  # (trial index, epoch, value, cutoff, stop), in the order made
+    (0, 2, 0.5, None, False), (0, 4, 0.5, None, False), (0, 8, 0.5, None, False),
+    (1, 2, 0.7, 0.5, True),
+    (2, 2, 0.4, 0.6, False), (2, 4, 0.4, 0.5, False), (2, 8, 0.4, 0.5, False),
+    (3, 2, 0.6, 0.5, True),
+    (4, 2, 0.3, 0.55, False), (4, 4, 0.3, 0.45, False), (4, 8, 0.3, 0.45, False),
+    (5, 2, 0.9, 0.5, True),
+]
+ASHA = "early_terminate: {type: asha, min_iter: 2, eta: 2}"
+
+
+def scripted(sweep: Sweep) -> Fault:
+    index_of = {t.id: t.index for t in sweep.trials()}
+
+    def script(task, message):
+        if isinstance(message, Metrics):
+            value = SCRIPT[index_of[message.trial_id]]
+            return dataclasses.replace(message, columns={
+                **message.columns, "val_cost": np.full(len(message.stamps), value)})
+        return None
+
+    return script
+
+
+def recorded_decisions(sweep: Sweep) -> list[tuple]:
+    index_of = {t.id: t.index for t in sweep.trials()}
+    return [(index_of[d.trial_id], d.epoch, d.value,
+             None if d.cutoff is None else round(d.cutoff, 9), bool(d.stop))
+            for d in ledger_ops.decisions_of(sweep.ledger, sweep.id)]
+
+
+def test_asha_stops_trials_at_their_rung_and_they_stay_results(ledger, store):
+    sweep = new_sweep(ledger, store, spec_text(lrs=(0.1, 0.2, 0.3, 0.5, 1.0, 2.0), extra=ASHA))
+    driver, executor, _ = sweep.run(scripted(sweep), slots=1)
+    assert recorded_decisions(sweep) == ASHA_DECISIONS
+    by_index = {t.index: t for t in sweep.trials()}
+    assert executor.stopped == [(by_index[i].id, 0) for i in (1, 3, 5)]
+    assert driver.counts == {FINISHED: 3, PRUNED: 3}
+    assert_counts_match_ledger(sweep, driver)
+    for index, trial in by_index.items():
+        run = sweep.client.get_run(trial.run_id)
+        assert run.info.status == FINISHED  # MLflow has no PRUNED: the tag says it
+        if index in (1, 3, 5):  # stopped within the epoch of the decision
+            assert (trial.state, trial.epochs, trial.last_step) == (PRUNED, 2, 1)
+            assert run.data.tags["nnchain.pruned_at"] == "2"
+            assert trial.metric == SCRIPT[index]
+            assert_steps_once_each(sweep, trial.run_id, epochs=2)
+        else:
+            assert (trial.state, trial.epochs) == (FINISHED, EPOCHS)
+            assert "nnchain.pruned_at" not in run.data.tags
+            assert_steps_once_each(sweep, trial.run_id)
+        names = {f.path for f in sweep.client.list_artifacts(trial.run_id)}
+        assert "weights.npz" in names  # weights kept
+    # the best is a finished trial
+    assert driver.best == (0.3, by_index[4].key)
+
+
+def test_a_resumed_sweep_keeps_its_decisions_and_decides_the_rest(ledger, store, monkeypatch):
+    monkeypatch.setattr(driver_module, "BEAT_SECONDS", 0.0)
+    sweep = new_sweep(ledger, store, spec_text(lrs=(0.1, 0.2, 0.3, 0.5, 1.0, 2.0), extra=ASHA))
+    script = scripted(sweep)
+    fourth = next(t.id for t in sweep.trials() if t.index == 3)
+
+    def cancel_at_the_fourths_rung(task, message):
+        replaced = script(task, message)
+        if isinstance(message, Metrics) and message.trial_id == fourth and \
+                message.first_step == 1:  # its rung decision (stop) is made: then cancel
+            ledger_ops.update_sweep(ledger, sweep.id, cancel_requested=1)
+        return replaced
+
+    with pytest.raises(StopSweep):
+        sweep.run(cancel_at_the_fourths_rung, slots=1)
+    first = ledger_ops.decisions_of(ledger, sweep.id)
+    assert recorded_decisions(sweep) == ASHA_DECISIONS[:len(first)]
+    assert [d[0] for d in recorded_decisions(sweep)][-1] == 3  # the stop of trial 3 is kept
+    assert sweep.by_key()[next(t.key for t in sweep.trials() if t.index == 3)].state == KILLED
+
+    ledger_ops.update_sweep(ledger, sweep.id, cancel_requested=0)
+    driver, executor, _ = sweep.run(script, slots=1)
+    assert recorded_decisions(sweep) == ASHA_DECISIONS  # none decided twice, none lost
+    again = ledger_ops.decisions_of(ledger, sweep.id)
+    assert [(d.id, d.decided_at) for d in again[:len(first)]] == \
+        [(d.id, d.decided_at) for d in first]
+    assert driver.counts == {FINISHED: 3, PRUNED: 3}
+    third = next(t for t in sweep.trials() if t.index == 3)
+    assert (third.state, third.epochs) == (PRUNED, 2)
+    assert sweep.client.get_run(third.run_id).data.tags["nnchain.pruned_at"] == "2"
+    assert_steps_once_each(sweep, third.run_id, epochs=2)
+
+
+def test_the_median_rule_stops_a_trial_below_the_others_median(ledger, store):
+    sweep = new_sweep(ledger, store, spec_text(lrs=(0.1, 0.2, 0.3, 0.5), extra=(
+        "early_terminate: {type: median, min_iter: 3}")))
+    driver, _, _ = sweep.run(scripted(sweep), slots=1)
+    # values 0.5, 0.7, 0.4, 0.6: trial 2 (0.4) is the first with two others, their median
+    # 0.6 (at every epoch from 3); trial 3 (0.6) meets [0.5, 0.7, 0.4]: median 0.5, stops
+    decisions = recorded_decisions(sweep)
+    assert [d for d in decisions if d[0] == 2][0] == (2, 3, 0.4, 0.6, False)
+    assert [d for d in decisions if d[0] == 3] == [(3, 3, 0.6, 0.5, True)]
+    assert all(d[3] is None for d in decisions if d[0] in (0, 1))
+    assert driver.counts == {FINISHED: 3, PRUNED: 1}
