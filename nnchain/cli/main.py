@@ -81,7 +81,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import compare, submit, sweep, train, ui, verify
+    from nnchain.cli import compare, report, submit, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
@@ -90,6 +90,7 @@ def _register() -> None:
     main.add_command(sweep.sweep)
     main.add_command(compare.compare)
     main.add_command(ui.ui)
+    main.add_command(report.report)
 
 
 _register()

@@ -205,35 +205,50 @@ def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str
                    ) -> dict[str, dict[str, np.ndarray]]:
     """run id -> key -> values by step (NaN where a step is missing) of the costs, the
     metric and the per-layer gradient norms."""
-    from nnchain.tracking import mlflow_sql
-
     run_ids = [r for r in dict.fromkeys(run_ids) if r]
     points: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    with mlflow_sql.tables_of(tracking_uri) as tables:
-        if tables is not None:
-            for rows in _select_metrics(tables.engine, run_ids, metric):
-                for run_id, key, step, value, is_nan in rows:
-                    points.setdefault(run_id, {}).setdefault(key, []).append(
-                        (int(step), math.nan if is_nan else float(value)))
-        else:
-            points = _client_points(tracking_uri, run_ids, metric)
+    rows = _select_metrics(tracking_uri, run_ids, metric)
+    if rows is None:
+        points = _client_points(tracking_uri, run_ids, metric)
+    else:
+        for run_id, key, step, value, is_nan in rows:
+            points.setdefault(run_id, {}).setdefault(key, []).append(
+                (int(step), math.nan if is_nan else float(value)))
     return {run_id: {key: _by_step(pairs) for key, pairs in keys.items()}
             for run_id, keys in points.items()}
 
 
-def _select_metrics(engine, run_ids: list[str], metric: str):
-    """The wanted metric rows of the runs, a few hundred runs a query (read only)."""
-    from sqlalchemy import bindparam, text
+def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str) -> list | None:
+    """The wanted metric rows of the runs, read only, a few hundred runs a query; None
+    when the store is not an SQL store on a schema ``mlflow_sql`` was tested with (its
+    gate, without importing MLflow, which costs seconds)."""
+    import os
 
+    from sqlalchemy import bindparam, create_engine, text
+
+    from nnchain.tracking import mlflow_sql
+    from nnchain.tracking.store import is_sql_store
+
+    if not is_sql_store(tracking_uri) or \
+            os.environ.get(mlflow_sql.PLAIN_MLFLOW, "").strip() not in ("", "0"):
+        return None
     statement = text(
         "SELECT run_uuid, key, step, value, is_nan FROM metrics WHERE run_uuid IN :ids "
         "AND (key IN :keys OR key LIKE 'grad\\_norm/layer%' ESCAPE '\\')"
     ).bindparams(bindparam("ids", expanding=True), bindparam("keys", expanding=True))
     keys = sorted({*COST_KEYS, metric})
-    with engine.connect() as connection:
-        for start in range(0, len(run_ids), IDS_PER_QUERY):
-            yield connection.execute(statement, {"ids": run_ids[start:start + IDS_PER_QUERY],
-                                                 "keys": keys}).all()
+    engine = create_engine(tracking_uri)
+    try:
+        with engine.connect() as connection:
+            if mlflow_sql.schema_revision(connection) not in mlflow_sql.TESTED_REVISIONS:
+                return None
+            rows = []
+            for start in range(0, len(run_ids), IDS_PER_QUERY):
+                rows += connection.execute(statement, {
+                    "ids": run_ids[start:start + IDS_PER_QUERY], "keys": keys}).all()
+            return rows
+    finally:
+        engine.dispose()
 
 
 def _client_points(tracking_uri: str, run_ids: list[str], metric: str):

@@ -83,7 +83,10 @@ def trial_files(config: Mapping, history: Mapping[str, Sequence[float]], title: 
     """config.yaml, and (``pictures``) cost_curve.png and gradient_flow.png, as bytes."""
     files = {CONFIG_FILE: config_yaml(config)}
     if pictures:
-        files.update(trial_pictures(history, title, first_epoch))
+        try:
+            files.update(trial_pictures(history, title, first_epoch))
+        except Exception:  # noqa: BLE001 - a picture that cannot be drawn never costs a result
+            pass
     return files
 
 

@@ -78,7 +78,7 @@ def linear_ticks(low: float, high: float, count: int = 5) -> list[float]:
     if high <= low:
         return [low]
     raw = (high - low) / count
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     step = next(s * power for s in (1, 2, 5, 10) if s * power >= raw)
     first = math.ceil(low / step - 1e-9) * step
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
@@ -312,9 +312,9 @@ def _floats(values) -> np.ndarray:
 
 def _finite_runs(x, y, y2, xlog: bool, ylog: bool):
     """(x, y, y2) split where a value is missing or cannot be shown on a log axis."""
-    ok = np.isfinite(x) & np.isfinite(y)
+    ok = np.isfinite(x) & (np.abs(y) <= 1e300)
     if y2 is not None:
-        ok &= np.isfinite(y2)
+        ok &= np.abs(y2) <= 1e300
     if xlog:
         ok &= x > 0
     if ylog:
@@ -339,11 +339,15 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _padded(low: float, high: float, log: bool, pad: bool) -> tuple[float, float]:
+    """The axis range around [low, high], a little wider with ``pad``; kept inside what a
+    float holds (a diverged trial's values reach 1e300)."""
     if log:
+        first, last = math.log10(low), math.log10(high)
+        margin = max(last - first, 0.5 if high <= low else 0.0) * (0.04 if pad else 0.0)
         if high <= low:
-            return low / 2, high * 2
-        factor = (high / low) ** 0.04 if pad else 1.0
-        return low / factor, high * factor
+            margin = max(margin, 0.3)
+        return 10.0 ** max(first - margin, -300), 10.0 ** min(last + margin, 300)
+    low, high = max(low, -1e300), min(high, 1e300)
     if high <= low:
         return low - 0.5, high + 0.5
     margin = (high - low) * (0.04 if pad else 0.0)
@@ -355,7 +359,8 @@ def _mapper(low: float, high: float, start: float, end: float, log: bool):
         low, high = math.log10(low), math.log10(high)
 
     def to_pixels(values: np.ndarray) -> list[float]:
-        values = np.log10(values) if log else np.asarray(values, dtype=float)
+        values = np.asarray(values, dtype=float)
+        values = np.log10(values) if log else values
         return (start + (values - low) * (end - start) / (high - low)).tolist()
 
     return to_pixels

@@ -79,3 +79,17 @@ def test_log_ticks_and_decades():
     assert len(plots.log_ticks(0.6, 0.75)) >= 3
     assert plots.spans_decades([0.001, 0.1]) and not plots.spans_decades([1, 50])
     assert not plots.spans_decades([0, 10, 1000])
+
+
+def test_a_diverged_trial_is_drawn():
+    """Values up to 1e308, infinities and subnormals: both pictures drawn, axes finite."""
+    data = {"train_cost": [1e89, float("inf"), 1e308], "val_cost": [float("nan")],
+            "grad_norm/layer1": [1e200, float("inf"), 1e-300],
+            "delta_norm/layer1": [2.7e89, 1e300, 5e-324]}
+    pictures = trial_pictures(data, "t004 lr=1e+30")
+    assert set(pictures) == {COST_CURVE, GRADIENT_FLOW}
+    for payload in pictures.values():
+        png_size(payload)
+    flat = plots.Chart("flat")
+    flat.line([0, 1], [3, 3], (0, 0, 0))
+    png_size(flat.png())
