@@ -4,7 +4,10 @@ Read-only: the ledger and the MLflow store are compared as they are (the reaper 
 run), and every breach becomes a ``Violation`` naming the invariant, the run and the
 trial key. Besides invariants 1-4 (``invariant`` 1-4) the ledger and MLflow must agree
 (``invariant == "ledger"``): every ledger run exists with its trial key, ledger FINISHED
-if and only if the run is FINISHED, and no child run of the sweep unknown to the ledger.
+or PRUNED if and only if the run is FINISHED, and no child run of the sweep unknown to the
+ledger. A PRUNED trial (early stopping) has steps 0..k-1 with k its run's
+``nnchain.pruned_at`` tag (invariant 3), and is PRUNED if and only if the ledger holds a
+decision to stop it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import (
     FINISHED,
     PENDING,
+    PRUNED,
     RUNNING,
     SWEEP_FINISHED,
     SWEEP_RUNNING,
@@ -25,6 +29,7 @@ from nnchain.ledger.models import (
     Trial,
     utcnow,
 )
+from nnchain.ledger.states import DONE
 from nnchain.ledger.store import Ledger
 from nnchain.runner.reaper import DEFAULT_GRACE_SECONDS, driver_state
 from nnchain.tracking.recorder import MAX_PARAM_LENGTH
@@ -126,6 +131,9 @@ def check_sweep(ledger: Ledger, client, tracking_uri: str, sweep_ref: str, *,
     violations += _contiguous_steps(record, steps.problems)
     violations += _params(record)
     violations += _agreement(record, steps.last_step)
+    violations += _pruned(record, steps.last_step,
+                          {d.trial_id for d in ledger_ops.decisions_of(ledger, sweep.id)
+                           if d.stop})
     rank = {1: 0, 2: 1, 3: 2, 4: 3}
     violations.sort(key=lambda v: rank.get(v.invariant, 4))  # stable: check order kept
     return Report(sweep.id, sweep.name, len(runs), violations)
@@ -234,7 +242,7 @@ def _finished_runs(record: _Record) -> list[Violation]:
             f"the sweep is FINISHED with {len(record.trials)} trials in the ledger, must have "
             f"one per cell ({sweep.trial_count})")))
     for trial in record.trials:
-        if trial.state != FINISHED:
+        if trial.state not in DONE:
             found.append(Violation(1, trial.run_id, trial.key, (
                 f"the sweep is FINISHED but this trial is {trial.state} in the ledger")))
         if trial.key not in finished:
@@ -270,6 +278,35 @@ def _nothing_running(record: _Record) -> list[Violation]:
 def _contiguous_steps(record: _Record, problems: dict[tuple[str, str], str]) -> list[Violation]:
     return [Violation(3, run_id, _key(record.runs[run_id]), f"metric {key}: {text}")
             for (run_id, key), text in problems.items()]
+
+
+def _pruned(record: _Record, last_steps: dict[str, int], stopped: set[int]) -> list[Violation]:
+    """A PRUNED trial's run: tagged ``nnchain.pruned_at`` = k, the ledger's epochs, with
+    steps 0..k-1 (their contiguity is checked above); PRUNED iff a stop was decided."""
+    found = []
+    for trial in record.trials:
+        if trial.state in DONE and (trial.state == PRUNED) != (trial.id in stopped):
+            found.append(Violation(LEDGER, trial.run_id, trial.key, (
+                f"trial is {trial.state} in the ledger but "
+                f"{'a' if trial.id in stopped else 'no'} decision to stop it is recorded")))
+        run = record.runs.get(trial.run_id) if trial.run_id else None
+        if run is None:
+            continue
+        tag = run.data.tags.get("nnchain.pruned_at")
+        if trial.state != PRUNED:
+            if tag is not None and trial.state == FINISHED:
+                found.append(Violation(3, trial.run_id, trial.key, (
+                    f"run is tagged nnchain.pruned_at={tag} but the trial is FINISHED")))
+            continue
+        high = last_steps.get(trial.run_id, -1)
+        if tag is None or not tag.isdigit():
+            found.append(Violation(3, trial.run_id, trial.key, (
+                f"trial is PRUNED but its run's nnchain.pruned_at tag is {tag!r}")))
+        elif int(tag) != high + 1 or int(tag) != trial.epochs:
+            found.append(Violation(3, trial.run_id, trial.key, (
+                f"run is tagged nnchain.pruned_at={tag}, must be its steps' count "
+                f"({high + 1}) and the ledger's epochs ({trial.epochs})")))
+    return found
 
 
 # ---- invariant 4: params = the cell's resolved config ------------------------------------
@@ -309,9 +346,9 @@ def _agreement(record: _Record, last_steps: dict[str, int]) -> list[Violation]:
     for trial in record.trials:
         if trial.run_id:
             owners[trial.run_id].append(trial)
-        elif trial.state == FINISHED:
-            found.append(Violation(LEDGER, "", trial.key, "trial is FINISHED in the ledger "
-                                                          "without a run id"))
+        elif trial.state in DONE:
+            found.append(Violation(LEDGER, "", trial.key, f"trial is {trial.state} in the "
+                                                          f"ledger without a run id"))
         run = record.runs.get(trial.run_id) if trial.run_id else None
         if run is None:
             continue  # no run yet, or reported missing
@@ -325,10 +362,10 @@ def _agreement(record: _Record, last_steps: dict[str, int]) -> list[Violation]:
                 f"{tags.get('nnchain.sweep_id', '')!r}, not {sweep.id!r}")))
         status = run.info.status
         ending = trial.state == RUNNING and not record.stopped_because  # the driver is on it
-        if (trial.state == FINISHED) != (status == FINISHED) and not ending:
+        if (trial.state in DONE) != (status == FINISHED) and not ending:
             found.append(Violation(LEDGER, trial.run_id, trial.key, (
                 f"trial is {trial.state} in the ledger but its run is {status} in MLflow")))
-        if trial.state == FINISHED and last_steps.get(trial.run_id, -1) != trial.last_step:
+        if trial.state in DONE and last_steps.get(trial.run_id, -1) != trial.last_step:
             found.append(Violation(LEDGER, trial.run_id, trial.key, (
                 f"the ledger's last step is {trial.last_step} but the run's highest step in "
                 f"MLflow is {last_steps.get(trial.run_id, -1)}")))

@@ -38,6 +38,7 @@ from nnchain.sweep.spec import parse_sweep_spec
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.store import artifact_root, experiment_id, open_client
+from nnchain.verify.checks import verify_sweep
 from nnchain.yamlio import parse_yaml
 
 EPOCHS = 12
@@ -541,6 +542,12 @@ def test_asha_stops_trials_at_their_rung_and_they_stay_results(ledger, store):
         assert "weights.npz" in names  # weights kept
     # the best is a finished trial
     assert driver.best == (0.3, by_index[4].key)
+    assert verify_sweep(ledger, sweep.client, sweep.uri, sweep.id) == []
+    # verify knows pruned trials: a tag that disagrees with the steps is invariant 3
+    sweep.client.set_tag(by_index[1].run_id, "nnchain.pruned_at", "3")
+    found = verify_sweep(ledger, sweep.client, sweep.uri, sweep.id)
+    assert [(v.invariant, v.trial_key) for v in found] == [(3, by_index[1].key)]
+    assert "nnchain.pruned_at=3, must be its steps' count (2)" in found[0].message
 
 
 def test_a_resumed_sweep_keeps_its_decisions_and_decides_the_rest(ledger, store, monkeypatch):
@@ -574,6 +581,7 @@ def test_a_resumed_sweep_keeps_its_decisions_and_decides_the_rest(ledger, store,
     assert (third.state, third.epochs) == (PRUNED, 2)
     assert sweep.client.get_run(third.run_id).data.tags["nnchain.pruned_at"] == "2"
     assert_steps_once_each(sweep, third.run_id, epochs=2)
+    assert verify_sweep(ledger, sweep.client, sweep.uri, sweep.id) == []
 
 
 def test_the_median_rule_stops_a_trial_below_the_others_median(ledger, store):
