@@ -74,7 +74,8 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's model logging reads the process's tracking URI: set for the call only."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
+    # None unsets it again (and MLFLOW_TRACKING_URI, which set_tracking_uri also sets)
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
     try:
         yield

@@ -110,13 +110,11 @@ def store(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("models")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     results = record_sweeps(root, uri)
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)  # for mlflow.pyfunc.load_model("runs:/...") in the tests
-    mlflow.set_registry_uri(uri)
     yield {"root": root, "uri": uri, "results": results,
            "client": MlflowClient(tracking_uri=uri, registry_uri=uri)}
-    mlflow.set_tracking_uri(previous[0])
-    mlflow.set_registry_uri(previous[1])
+    mlflow.set_tracking_uri(previous)
 
 
 def parent(store, name: str):
