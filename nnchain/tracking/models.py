@@ -352,6 +352,9 @@ def read_input(path: str | Path, features: list[str]) -> np.ndarray:
 def predict_file(model_uri: str, input_path: str | Path,
                  tracking_uri: str | None = None) -> tuple[list[str], np.ndarray]:
     """(output column names, predictions (n, k)) of the model on the file's rows."""
+    input_path = Path(input_path)
+    if not input_path.is_file() or input_path.suffix.lower() not in (".csv", ".npz"):
+        raise SpecError("INPUT", f"must be an existing .csv or .npz file, got '{input_path}'")
     model = load_model(model_uri, tracking_uri)
     x = read_input(input_path, model.features)
     return model.outputs, np.asarray(model.predict(x), dtype=np.float64)
