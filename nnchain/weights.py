@@ -46,33 +46,38 @@ def load_weights(path: str | Path, field: str = "--init-weights") -> dict[str, n
 
 
 def _check_members(members: Mapping[str, Member], field: str) -> None:
-    """Keys W1, b1, ..., Wn, bn; numeric dtypes; shapes that chain and fit the caps."""
+    """Keys W1, b1, ..., Wn, bn; numeric dtypes; every size within the caps, then shapes
+    that chain."""
     bad = sorted(key for key in members if not _KEY.match(key))
     if bad:
         raise SpecError(field, f"keys must be W1, b1, W2, b2, ..., got "
                                f"{shown(', '.join(bad))}")
-    for key, member in members.items():
-        if member.dtype.kind not in "fiu":
-            raise SpecError(field, f"{key} must be a numeric array, got dtype {member.dtype}")
     cap = caps()
     layers = max((int(key[1:]) for key in members), default=0)
     if layers > cap["layers"] + 1:
         check_cap("layers", layers - 1, f"{field} (hidden layers)")
+    for key, member in members.items():
+        if member.dtype.kind not in "fiu":
+            raise SpecError(field, f"{key} must be a numeric array, got dtype {member.dtype}")
+        ndim, form = (2, "(inputs, outputs)") if key[0] == "W" else (1, "(outputs,)")
+        if len(member.shape) != ndim:
+            raise SpecError(field, f"{key} must be {form}, got shape {member.shape}")
+        outputs = member.shape[-1]
+        if outputs > max(cap["width"], cap["classes"]):
+            check_cap("width", outputs, f"{field} {key}", "outputs")
+        if key == "W1":
+            check_cap("columns", member.shape[0], f"{field} W1", "inputs")
+        elif key[0] == "W":
+            check_cap("width", member.shape[0], f"{field} {key}", "inputs")
     for index in range(1, layers + 1):
         for key in (f"W{index}", f"b{index}"):
             if key not in members:
                 raise SpecError(field, f"must hold W1, b1, ... W{layers}, b{layers} in pairs, "
                                        f"{key} is missing")
         weight, bias = members[f"W{index}"].shape, members[f"b{index}"].shape
-        if len(weight) != 2 or len(bias) != 1 or bias[0] != weight[1]:
-            raise SpecError(field, f"W{index} must be (inputs, outputs) and b{index} "
-                                   f"(outputs,), got {weight} and {bias}")
-        inputs_cap = cap["columns"] if index == 1 else cap["width"]
-        outputs_cap = max(cap["width"], cap["classes"])
-        if weight[0] > inputs_cap:
-            check_cap("columns" if index == 1 else "width", weight[0], f"{field} W{index} rows")
-        if weight[1] > outputs_cap:
-            check_cap("width", weight[1], f"{field} W{index} columns")
+        if bias[0] != weight[1]:
+            raise SpecError(field, f"b{index} must have shape ({weight[1]},) like W{index}'s "
+                                   f"outputs, got {bias}")
         if index > 1 and weight[0] != members[f"W{index - 1}"].shape[1]:
             raise SpecError(field, f"W{index} must have as many rows as W{index - 1} has "
                                    f"columns ({members[f'W{index - 1}'].shape[1]}), got "
