@@ -19,6 +19,11 @@ Implementations are timed in interleaved rounds in one process, each timed block
 a short pause and one untimed step; each reported time is the median over rounds and
 each ratio the median of per-round ratios (robust to the drift of a shared machine).
 Ratios > 1 mean nnchain is faster.
+
+Update orders (``train.update_order``): the same SGD step of each network in the
+layer-by-layer orders, timed against the simultaneous step in interleaved rounds; the
+printed ratio (median of per-round ratios, > 1: slower) is also the ratio of the cost of
+an epoch, which is that many such steps. ``--orders-only`` runs just this table.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from itertools import pairwise
 import numpy as np
 
 from nnchain.nn import build_network, make_optimizer, train_step
+from nnchain.nn.orders import layerwise_step
 
 try:
     import torch
@@ -257,14 +263,68 @@ def bench_case(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict:
     return result
 
 
+ORDERS = ("output_first", "input_first")
+
+
+def bench_orders(sizes: list[int], batch: int, dtype: type, rounds: int) -> dict[str, float]:
+    """Median over rounds of (order's step time / simultaneous step time), per order."""
+    rng = np.random.default_rng(0)
+    network = build_network(sizes, activation="relu", output="softmax", cost="cross_entropy",
+                            init="he_normal", rng=rng, dtype=dtype)
+    optimizer = make_optimizer("sgd", network, lr=LR)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    y = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], batch)]
+    steps: dict[str, Callable[[], object]] = {
+        "simultaneous": lambda: train_step(network, optimizer, x, y, lr=LR)}
+    for order in ORDERS:
+        steps[order] = (lambda o=order: layerwise_step(network, optimizer, x, y, lr=LR,
+                                                       order=o))
+    calls = {}
+    for name, step in steps.items():
+        for _ in range(3):
+            step()
+        calls[name] = calls_for(time_per_call(step, 3))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(SETTLE)
+            steps[name]()
+            times[name].append(time_per_call(steps[name], calls[name]))
+    return {"simultaneous_ms": statistics.median(times["simultaneous"]) * 1e3,
+            **{order: statistics.median(o / s for o, s in zip(times[order],
+                                                              times["simultaneous"],
+                                                              strict=True))
+               for order in ORDERS}}
+
+
+def print_orders(cases: list, rounds: int) -> None:
+    print(f"update orders: step (= epoch) time relative to simultaneous, median of {rounds} "
+          "rounds")
+    header = (f"{'network':<22}{'batch':>6}{'dtype':>8}{'layers':>7}{'simult. ms':>12}"
+              + "".join(f"{order:>14}" for order in ORDERS))
+    print(header)
+    print("-" * len(header))
+    for sizes, batch, dtype, _ in cases:
+        result = bench_orders(sizes, batch, dtype, rounds)
+        print(f"{'-'.join(map(str, sizes)):<22}{batch:>6}{np.dtype(dtype).name:>8}"
+              f"{len(sizes) - 1:>7}{result['simultaneous_ms']:12.3f}"
+              + "".join(f"{result[order]:13.2f}x" for order in ORDERS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="5 rounds, for a smoke test")
     parser.add_argument("--case", type=int, action="append",
                         help="run only this case (1-based, repeatable)")
+    parser.add_argument("--orders-only", action="store_true",
+                        help="only the update orders against the simultaneous step")
     args = parser.parse_args(argv)
     rounds = 5 if args.quick else args.rounds
+    if args.orders_only:
+        print_orders([CASES[i - 1] for i in args.case] if args.case else CASES, rounds)
+        return 0
     if torch is None:
         print("torch is not installed: skipping the PyTorch column", file=sys.stderr)
     else:
@@ -312,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"largest case run: {step_flops(sizes, batch) / 1e9:.3g} GFLOP per step, nnchain "
           f"{rate:.1f} GFLOP/s; numpy float32 matmul (512x1024 @ 1024x1024) {peak:.1f} GFLOP/s "
           f"({rate / peak:.0%})")
+    print_orders(cases, rounds)
     print(f"load average at end: {load_average()}")
     if failures:
         print("floors missed: " + "; ".join(failures))
