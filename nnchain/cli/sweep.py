@@ -135,8 +135,11 @@ def _ledger(tracking_uri: str | None, ledger_url: str | None):
 @options.tracking_uri
 @options.ledger_url
 @options.output_format
+@click.option("--decisions", is_flag=True,
+              help="Also list every early-stopping decision: trial, epoch, bracket, rung, "
+                   "value, cut-off, stop or go on.")
 def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | None,
-           output_format: str) -> None:
+           output_format: str, decisions: bool) -> None:
     """Counts by state, progress and best so far of SWEEP (default: the newest sweep)."""
     from nnchain.ledger import sweeps as ledger_ops
     from nnchain.ledger.report import sweep_status
@@ -150,6 +153,8 @@ def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | No
     if info["status"] == "RUNNING":
         driver = driver_state(ledger_ops.find_sweep(ledger, info["id"]))
         info.update(driver=driver.describe(), heartbeat_age=driver.heartbeat_age)
+    if decisions:
+        info["decisions"] = _decisions(ledger, info["id"])
     if output_format == "json":
         click.echo(json.dumps(info, sort_keys=True, default=str))
         return
@@ -163,6 +168,40 @@ def status(sweep_ref: str | None, tracking_uri: str | None, ledger_url: str | No
                    f"run {info['best_run_id']})")
     else:
         click.echo(f"best      no finished trial with a finite {info['metric']} yet")
+    if decisions:
+        _echo_decisions(info["decisions"], info["metric"])
+
+
+def _decisions(ledger, sweep_id: str) -> list[dict]:
+    """The sweep's early-stopping decisions in the order made, trials named by key."""
+    from nnchain.ledger import sweeps as ledger_ops
+
+    trials = {t.id: t for t in ledger_ops.trials_of(ledger, sweep_id)}
+    return [{"trial": trials[d.trial_id].key, "index": trials[d.trial_id].index,
+             "epoch": d.epoch, "bracket": d.bracket, "rung": d.rung, "value": d.value,
+             "cutoff": d.cutoff, "stop": bool(d.stop)}
+            for d in ledger_ops.decisions_of(ledger, sweep_id)]
+
+
+def _echo_decisions(rows: list[dict], metric: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        click.echo("decisions none (no early stopping, or no trial reached a rung yet)")
+        return
+    table = Table(box=None, title=f"early-stopping decisions on {metric}", title_justify="left")
+    for column in ("trial", "index", "epoch", "bracket", "rung", "value", "cut-off", "decision"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["trial"], str(row["index"]), str(row["epoch"]), str(row["bracket"]),
+                      str(row["rung"]), _number(row["value"]), _number(row["cutoff"]),
+                      "stop" if row["stop"] else "go on")
+    Console(width=120).print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @sweep.command("list")

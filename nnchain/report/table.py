@@ -15,7 +15,7 @@ from typing import Any
 
 from nnchain.config import param_value
 from nnchain.errors import SpecError
-from nnchain.ledger.models import FINISHED
+from nnchain.ledger.models import FINISHED, PRUNED
 from nnchain.report.keys import Catalog, Key, unique
 from nnchain.report.query import Loaded, SweepInfo
 
@@ -97,13 +97,24 @@ def parse_sort(text: str | None, catalog: Catalog, loaded: Loaded) -> Sort:
 
 
 def rank(rows: Sequence[dict], sort: Sort) -> list[dict]:
-    """Rows ordered by ``sort``; rows without a rank value after the others, in given order."""
-    ranked, unranked = [], []
+    """Rows ordered by ``sort``; by a metric, PRUNED trials (stopped early, their value
+    from fewer epochs) after the finished ones, ranked among themselves; rows without a
+    rank value after the others, in given order."""
+    ranked: list[tuple] = []
+    pruned: list[tuple] = []
+    unranked: list[tuple] = []
     for row in rows:
         value = sort.key.rank_value(row)
+        if value is None and sort.key.kind == "metric" and row["state"] == PRUNED:
+            value = sort.key.value(row)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            (unranked if value is None else pruned).append((row, value))
+            continue
         (unranked if value is None else ranked).append((row, value))
-    ranked.sort(key=lambda pair: order_value(pair[1]), reverse=sort.descending)
-    return [row for row, _ in ranked] + [row for row, _ in unranked]
+    for tier in (ranked, pruned):
+        tier.sort(key=lambda pair: order_value(pair[1]), reverse=sort.descending)
+    return [row for row, _ in ranked + pruned + unranked]
 
 
 def order_value(value: Any) -> tuple:

@@ -71,8 +71,11 @@ class _StopFlags:
 
 
 class RayStops:
-    """A trial's view of the stop flags: each poll takes the answer to the previous one if
-    it came (else False) and asks again, so an epoch never waits for the actor."""
+    """A trial's view of the stop flags. A poll asks the actor and waits for its answer a
+    few milliseconds at most (an answer late is taken at the next poll), so a stop decided
+    during an epoch is seen at its end and an epoch never waits long."""
+
+    WAIT_SECONDS = 0.005
 
     def __init__(self, actor) -> None:
         self.actor = actor
@@ -88,15 +91,12 @@ class RayStops:
         import ray
 
         key = (trial_id, attempt)
-        asked = self._asked.get(key)
-        if asked is not None:
-            ready, _ = ray.wait([asked], timeout=0)
-            if not ready:
-                return False
-            if ray.get(asked):
-                return True
-        self._asked[key] = self.actor.is_stopped.remote(trial_id, attempt)
-        return False
+        asked = self._asked.pop(key, None) or self.actor.is_stopped.remote(trial_id, attempt)
+        ready, _ = ray.wait([asked], timeout=self.WAIT_SECONDS)
+        if not ready:
+            self._asked[key] = asked
+            return False
+        return bool(ray.get(asked))
 
 
 class RayExecutor:
