@@ -211,6 +211,11 @@ CASES: dict[str, Case] = {
     "hidden: [1e6, 1e6]": Case(
         ["train", "spec.yaml"], "width limit",
         {"spec.yaml": TRAIN.replace("[2]", "[1000000, 1000000]")}),
+    # past the caps (raised), memory runs out: translated at the CLI boundary, not a traceback
+    "hidden: [1e6, 1e6] with the width cap raised": Case(
+        ["train", "spec.yaml"], "needs more memory than this process may use",
+        {"spec.yaml": TRAIN.replace("[2]", "[1000000, 1000000]")},
+        {"NNCHAIN_LIMITS": "width=1000000"}),
     "CSV with 30,000 labels": Case(
         ["train", "spec.yaml"], "classes limit",
         {"spec.yaml": _train_csv("labels.csv"),
