@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from nnchain.credentials import scrub
 from nnchain.errors import SpecError, StoreError, StoreUnavailable
 from nnchain.ledger.models import SCHEMA_VERSION, Base, Meta
-from nnchain.tracking.store import default_root, sqlite_path
+from nnchain.tracking.store import (
+    default_root,
+    open_private,
+    private_dirs,
+    refuse_symlinks,
+    sqlite_path,
+)
 
 LEDGER_ENV = "NNCHAIN_LEDGER_URL"
 
@@ -52,10 +58,17 @@ def make_engine(url: str) -> Engine:
     db_file = sqlite_path(url)
     if db_file is not None:
         try:
-            db_file.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(db_file.parent)  # new folders 0700
         except OSError as exc:
             raise SpecError("--ledger-url", f"must be a writable location, cannot create "
                                             f"'{db_file.parent}': {exc.strerror}") from None
+        refuse_symlinks("--ledger-url", db_file)
+        try:  # a new ledger file is 0600 (SQLite gives its -wal and -shm files its mode)
+            os.close(open_private(db_file, os.O_RDWR | os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        except PermissionError:
+            pass  # a read-only folder: SQLAlchemy's own error says so, on first use
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:

@@ -101,18 +101,84 @@ def _start_local(num_cpus: int | None, quiet: dict) -> None:
     start with public options only (said once on stderr)."""
     import ray
 
+    private_token_file()
     try:
         if fast_start():
-            with _lean_start():
+            with _loopback_node(), _lean_start():
                 ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet,
                          _system_config=PRIVATE_SYSTEM_CONFIG)
         else:
             versions.say_once(versions.plain_ray_reason())
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+            with _loopback_node():
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     except Exception as exc:  # noqa: BLE001 - whatever Ray raised, told as one line
         if ray.is_initialized():
             ray.shutdown()
         raise RayStartError(f"could not start a local Ray: {_first_line(exc)}") from None
+
+
+def private_token_file(home: Path | None = None) -> Path | None:
+    """Ray's default token file (``~/.ray/auth_token``) readable by its owner only.
+
+    A local ``ray.init`` with token authentication (Ray's default) writes a new token
+    there with the umask's mode (0644): made here first instead, 0600 in a 0700 folder
+    when nnchain makes the folder, in Ray's form (64 hex digits); an existing one of this
+    user's is narrowed to 0600. Nothing is done when ``RAY_AUTH_TOKEN`` or
+    ``RAY_AUTH_TOKEN_PATH`` name the token, or token authentication is off.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return None
+    import secrets
+    import stat
+
+    path = (home or Path.home()) / ".ray" / "auth_token"
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        found = os.lstat(path) if os.path.lexists(path) else None
+        if found is None:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        elif stat.S_ISREG(found.st_mode) and found.st_uid == os.getuid() and \
+                stat.S_IMODE(found.st_mode) & 0o077:
+            os.chmod(path, 0o600)
+    except FileExistsError:  # another sweep made it meanwhile
+        pass
+    except OSError:  # a read-only home: Ray says what it cannot do
+        return None
+    return path
+
+
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    """A local Ray private to one sweep, its node on 127.0.0.1: Ray binds its servers (GCS,
+    raylet, object manager, workers' gRPC, the agents) to the node's address, so all of them
+    listen on the loopback only (measured with ``ss -ltnp``: tests/security).
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` is no way: Ray replaces a loopback address by
+    the host's reachable one, except where its ``ENABLE_RAY_CLUSTER`` constant is off (its
+    single-machine mode on macOS and Windows), which is set off for the start. A security
+    setting, not a speed hack: it does not follow ``NNCHAIN_PLAIN_RAY``, only the tested
+    Ray version; with another, Ray listens on the host's address (token auth still on),
+    said once.
+    """
+    if not versions.is_tested("ray"):
+        versions.say_once(f"Ray {versions.installed_version('ray')} is not a version nnchain "
+                          f"tested its loopback-only local start with; Ray's agents listen "
+                          f"on this host's address")
+        yield
+        return
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextmanager

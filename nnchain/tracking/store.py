@@ -7,6 +7,7 @@ PostgreSQL database or an MLflow tracking server instead, as MLflow users expect
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,19 +96,60 @@ def artifact_root(uri: str) -> str | None:
     return (base / "artifacts").resolve().as_uri()
 
 
-def prepare_location(uri: str) -> None:
-    """Make sure an SQLite store's directory exists and is writable (nothing else is created)."""
+def prepare_location(uri: str, option: str = "--tracking-uri") -> None:
+    """Make sure an SQLite store's directory exists and is writable (nothing else is created).
+
+    Folders nnchain makes are 0700: the stores in them hold everything a sweep recorded.
+    A store or lock file that is a symbolic link is refused (``refuse_symlinks``)."""
     db_file = sqlite_path(uri)
     if db_file is None:
         return
     directory = db_file.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dirs(directory)
     except OSError as exc:
-        raise SpecError("--tracking-uri", f"must be a writable location, cannot create "
-                                          f"'{directory}': {exc.strerror}") from None
+        raise SpecError(option, f"must be a writable location, cannot create "
+                                f"'{directory}': {exc.strerror}") from None
+    refuse_symlinks(option, db_file)
     if not os.access(directory, os.W_OK) or (db_file.exists() and not os.access(db_file, os.W_OK)):
-        raise SpecError("--tracking-uri", f"must be a writable location, '{db_file}' is not")
+        raise SpecError(option, f"must be a writable location, '{db_file}' is not")
+
+
+def private_dirs(directory: Path) -> None:
+    """``directory`` and its missing parents made, each new one 0700 (existing ones kept)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+
+
+def refuse_symlinks(option: str, db_file: Path) -> None:
+    """A store, its lock or its SQLite side files as symbolic links are refused: writing
+    through a link planted there would create or change a file anywhere the user may write."""
+    for path in (db_file, *(db_file.with_name(db_file.name + suffix)
+                            for suffix in (".lock", "-wal", "-shm", "-journal"))):
+        if path.is_symlink():
+            raise SpecError(option, f"must not be a symbolic link, '{path}' is one (to "
+                                    f"'{os.readlink(path)}'); remove it or use another store")
+
+
+def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """A file descriptor on ``path``, never through a symbolic link (``O_NOFOLLOW``); a
+    file it creates is 0600."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"'{path}' is a symbolic link; nnchain does not open stores or "
+                             f"locks through one") from None
+        raise
 
 
 def open_client(uri: str):
@@ -157,7 +199,7 @@ def creation_lock(uri: str) -> Iterator[None]:
     if db_file is not None:
         import fcntl
 
-        with open(db_file.parent / f"{db_file.name}.lock", "a") as handle:
+        with os.fdopen(open_private(db_file.parent / f"{db_file.name}.lock"), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -185,6 +227,7 @@ def _create_sqlite_atomically(uri: str) -> None:
 
     draft = db_file.with_name(f"{db_file.name}.new")
     draft.unlink(missing_ok=True)
+    os.close(open_private(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL))  # 0600, as SQLite keeps it
     MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
     use_large_pages(draft)  # before WAL mode, which fixes the page size
     try:

@@ -5,7 +5,9 @@
 #   MLFLOW_TRACKING_PASSWORD_FILE  -> MLFLOW_TRACKING_PASSWORD (MLflow reads no *_FILE)
 #   NNCHAIN_DB_PASSWORD_FILE       -> a libpq password file (PGPASSFILE, mode 0600), so
 #                                     NNCHAIN_LEDGER_URL carries no password
-#   RAY_AUTH_TOKEN_PATH            is read by Ray itself (token authentication)
+#   RAY_AUTH_TOKEN_PATH            -> a private copy (mode 0600, in a 0700 folder), which
+#                                     Ray reads itself (token authentication): the mounted
+#                                     secret keeps the host's mode, which may be 0644
 #
 # The sweep driver that `nnchain sweep submit` starts on the head inherits this
 # environment: the cluster, not the job, holds the credentials (Ray logs a job's env).
@@ -27,5 +29,15 @@ if [ -n "${NNCHAIN_DB_PASSWORD_FILE:-}" ]; then
     umask 022
 fi
 unset NNCHAIN_DB_PASSWORD_FILE
+
+if [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] && [ -r "$RAY_AUTH_TOKEN_PATH" ]; then
+    umask 077
+    token_dir=$(mktemp -d)
+    cat "$RAY_AUTH_TOKEN_PATH" > "$token_dir/auth_token"
+    chmod 600 "$token_dir/auth_token"
+    RAY_AUTH_TOKEN_PATH="$token_dir/auth_token"
+    export RAY_AUTH_TOKEN_PATH
+    umask 022
+fi
 
 exec "$@"
