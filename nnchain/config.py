@@ -328,7 +328,7 @@ def _check_training(values: dict[str, Any]) -> None:
     if layer_lr is not None and len(layer_lr) != layers:
         raise SpecError("train.layer_lr", f"must have one multiplier per dense layer, "
                         f"{layers} for model.hidden {values['model.hidden']}, got "
-                        f"{len(layer_lr)}: {layer_lr!r}")
+                        f"{len(layer_lr)}: {shown(layer_lr)}")
     if "effect" in values["train.track"] and values["model.dtype"] != "float64":
         raise SpecError("train.track", "effect measures cost differences that float32 "
                         "rounding swamps, so it needs model.dtype float64, got "

@@ -78,8 +78,8 @@ def encode_labels(values: np.ndarray, field: str, where: str) -> tuple[np.ndarra
     """
     uniques, codes = np.unique(values, return_inverse=True)
     if len(uniques) < 2:
-        shown = f" ({_label_name(uniques[0])!r})" if len(uniques) else ""
-        raise SpecError(field, f"labels must hold at least 2 classes, got {len(uniques)}{shown} "
+        label = f" ({shown(_label_name(uniques[0]))})" if len(uniques) else ""
+        raise SpecError(field, f"labels must hold at least 2 classes, got {len(uniques)}{label} "
                                f"in {where}")
     names = tuple(_label_name(value) for value in uniques)
     return codes.reshape(-1).astype(np.int64), names

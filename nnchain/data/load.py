@@ -10,7 +10,7 @@ from nnchain.data.bundled import BUNDLED
 from nnchain.data.dataset import Dataset
 from nnchain.data.files import load_file
 from nnchain.data.synthetic import GENERATORS
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
 
 DATASET_NAMES: tuple[str, ...] = tuple(sorted({**GENERATORS, **BUNDLED}))
 
@@ -29,20 +29,20 @@ def load_dataset(*, name: str | None = None, path: str | None = None, target: st
         raise SpecError("data", f"exactly one of 'name' or 'path' must be given, got {given}")
     if path is not None:
         if not isinstance(path, str) or not path:
-            raise SpecError("data.path", f"must be a file path, got {path!r}")
+            raise SpecError("data.path", f"must be a file path, got {shown(path)}")
         return load_file(path, target)
     if not isinstance(name, str) or name not in DATASET_NAMES:
         raise SpecError("data.name", _unknown_name_message(name))
     if target is not None:
-        raise SpecError("data.target", f"only applies to CSV files, got {target!r} for "
-                                       f"dataset {name!r}")
+        raise SpecError("data.target", f"only applies to CSV files, got {shown(target)} for "
+                                       f"dataset {shown(name)}")
     if name in BUNDLED:
         return BUNDLED[name]()
     return GENERATORS[name](n_samples=n_samples, noise=noise, classes=classes, rng=rng)
 
 
 def _unknown_name_message(name: object) -> str:
-    message = f"must be one of {', '.join(DATASET_NAMES)}, got {name!r}"
+    message = f"must be one of {', '.join(DATASET_NAMES)}, got {shown(name)}"
     if isinstance(name, str):
         close = difflib.get_close_matches(name, DATASET_NAMES, n=1)
         if close:
