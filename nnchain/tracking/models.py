@@ -306,8 +306,9 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
             raise SpecError("MODEL_URI", f"must name an nnchain model, {model_uri!r} has no "
                                          "artifacts/columns.json")
         columns = json.loads(columns_file.read_text())
+        # suppress_warnings: no scan of every installed package for a requirements warning
         with _tracking_uri(uri):
-            model = mlflow.pyfunc.load_model(local)
+            model = mlflow.pyfunc.load_model(local, suppress_warnings=True)
     return LoadedModel(model, columns["features"], columns["outputs"], columns["task"])
 
 
