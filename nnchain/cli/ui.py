@@ -24,7 +24,7 @@ import urllib.request
 import click
 
 from nnchain.cli import options
-from nnchain.cli.ui_app import APP_NAME, START_PATH
+from nnchain.cli.ui_app import APP_NAME, start_url
 from nnchain.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 
 STOP_GRACE = 10.0  # seconds a stopping server gets before its group is killed
@@ -74,6 +74,18 @@ def store_exists(uri: str) -> bool:
         return has_mlflow_tables(uri)
     except Exception:  # noqa: BLE001 - unreachable: open_client says why
         return True
+
+
+def _sweep_experiment(tracking_uri: str | None, ref: str) -> str:
+    """The experiment id of the sweep ``ref`` (SpecError for an unknown sweep)."""
+    from nnchain.ledger import sweeps as ledger_ops
+    from nnchain.ledger.store import open_existing_ledger
+
+    ledger = open_existing_ledger(tracking_uri, None)
+    try:
+        return ledger_ops.find_sweep(ledger, ref).experiment_id
+    finally:
+        ledger.dispose()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -156,8 +168,11 @@ class _Server:
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--create", is_flag=True,
               help="Create the store when it does not exist (default: refuse, exit 2).")
-def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
-    """Serve the MLflow UI on the store (default ./nnchain-runs/) until Ctrl-C or SIGTERM.
+@click.argument("sweep_ref", metavar="[SWEEP]", required=False)
+def ui(tracking_uri: str | None, host: str, port: int, create: bool,
+       sweep_ref: str | None) -> None:
+    """Serve the MLflow UI on the store (default ./nnchain-runs/) until Ctrl-C or SIGTERM;
+    with SWEEP (name or id), the address printed opens that sweep's experiment on its runs.
 
     The address to open is printed on stdout once the server answers: nnchain's start
     page, which sets a new browser's MLflow UI to "Model training" (experiments open on
@@ -180,6 +195,7 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
                  f"the database {scrub(uri)} has no MLflow tables")
         raise SpecError("--tracking-uri", f"must be an existing MLflow store, {found}; or add "
                                           f"--create to start an empty one")
+    experiment = _sweep_experiment(tracking_uri, sweep_ref) if sweep_ref else None
     _check_port_free(host, port)
     open_client(uri)  # created or checked here, so the server does not migrate it
     # the store's URI (it may hold a password) reaches the server through its environment,
@@ -201,7 +217,8 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool) -> None:
     url = server_url(host, port)
     if server.wait_ready(f"{url}/health"):
         # the result: where to point a browser
-        click.echo(url + (START_PATH if start_page else "/#/experiments"))
+        click.echo(start_url(url, experiment) if start_page else
+                   url + (f"/#/experiments/{experiment}/runs" if experiment else "/#/experiments"))
         sys.stdout.flush()
     raise SystemExit(server.wait())
 

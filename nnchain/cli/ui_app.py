@@ -5,7 +5,8 @@ MLflow 3.17's UI opens every experiment on its GenAI overview unless the browser
 decides, not the experiment's ``mlflow.experimentKind`` tag (the UI reads that only with
 the switch turned off, and 3.17 has it on). The start page makes the choice for a browser
 that has none yet (a later click on the switch wins), then goes on to the experiments
-list. ``mlflow server --app-name nnchain`` finds ``create_app`` through the ``mlflow.app``
+list, or with ``?experiment=ID`` to that experiment's runs table (``nnchain ui SWEEP``).
+``mlflow server --app-name nnchain`` finds ``create_app`` through the ``mlflow.app``
 entry point (pyproject.toml).
 
 The key and its value are the UI's own, read from 3.17.2 in a browser: a UI that keys its
@@ -19,6 +20,12 @@ import json
 
 APP_NAME = "nnchain"  # the mlflow.app entry point's name
 START_PATH = "/nnchain"
+
+
+def start_url(base: str, experiment_id: str | None = None) -> str:
+    """The start page's address, going on to ``experiment_id``'s runs when given."""
+    return base + START_PATH + (f"?experiment={experiment_id}" if experiment_id else "")
+
 # where MLflow 3.17's UI keeps the switch's choice, and the value it writes for "Model training"
 CHOICE_KEY = "mlflow.workflowType_v1"
 MODEL_TRAINING = json.dumps("machine_learning")  # the UI stores it JSON-encoded
@@ -31,7 +38,9 @@ try {{
     localStorage.setItem({json.dumps(CHOICE_KEY)}, {json.dumps(MODEL_TRAINING)});
   }}
 }} catch (e) {{}}
-location.replace("./#/experiments");
+var experiment = new URLSearchParams(location.search).get("experiment");
+location.replace(experiment && /^[0-9A-Za-z_-]{{1,64}}$/.test(experiment)
+                 ? "./#/experiments/" + experiment + "/runs" : "./#/experiments");
 </script></head>
 <body><a href="./#/experiments">MLflow experiments</a></body></html>
 """

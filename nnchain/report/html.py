@@ -256,7 +256,7 @@ def publish_report(ledger, client, sweep_id: str, *, status: str | None = None,
     for row in summary.ranked[:top_pictures]:
         history = summary.histories.get(row["run_id"])
         if history:
-            pictures = trial_pictures(history, short_name(row["index"], row["overrides"]))
+            pictures = trial_pictures(history, short_name(row))
             sweep_runs.log_files(client, row["run_id"], pictures,
                                  client.get_run(row["run_id"]).info.artifact_uri)
 

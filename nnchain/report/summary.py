@@ -72,12 +72,15 @@ class SweepSummary:
             else None
 
 
-def short_name(index: int, overrides: dict) -> str:
-    """``t007 lr=0.5 hidden=[8]``, as ``tracking/sweep_runs.trial_run_name`` names runs."""
-    return (f"t{index:03d} " + label_of(overrides)).strip()
+def short_name(row: dict) -> str:
+    """The trial's run name (``t007 lr=0.5 hidden=[8] rep=1``)."""
+    from nnchain.tracking.sweep_runs import trial_run_name
+
+    return trial_run_name(row["index"], row["overrides"], row["repeat"])
 
 
 def label_of(values: dict) -> str:
+    """``lr=0.1 hidden=[16,16]``: a group's values, short keys."""
     parts = []
     for path, value in values.items():
         text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
@@ -156,7 +159,7 @@ def build_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str,
     return SweepSummary(sweep, experiment_id, parent_run_id, metric, goal,
                         dict(sorted(counts.items())), list(group_by), varied_params(rows),
                         groups, ranked,
-                        {r["run_id"]: short_name(r["index"], r["overrides"]) for r in rows},
+                        {r["run_id"]: short_name(r) for r in rows},
                         histories)
 
 

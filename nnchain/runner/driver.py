@@ -194,7 +194,8 @@ class Driver:
                     report_at=report_at, stop_after=stop_after,
                     checkpoint=checkpoint[1] if checkpoint else None,
                     checkpoint_every=self.settings.checkpoint_every,
-                    title=sweep_runs.trial_run_name(live.index, live.overrides),
+                    title=sweep_runs.trial_run_name(live.index, live.overrides,
+                                                      live.repeat),
                     pictures=self.settings.pictures)
 
     # ---- the loop ----------------------------------------------------------------------

@@ -29,6 +29,12 @@ def create_parent_run(client, experiment_id: str, *, sweep_id: str, name: str, s
         "nnchain.kind": "sweep", "nnchain.sweep_id": sweep_id, "nnchain.sweep": name,
         "nnchain.trial_count": str(trial_count)})
     complete_parent_run(client, run.info.run_id, spec_text=spec_text, settings=settings)
+    set_description(client, run.info.run_id, (
+        f"**Sweep {name}** (`{sweep_id}`): {trial_count} trials "
+        f"({settings.get('sweep.method', '')}), metric `{settings.get('sweep.metric', '')}` "
+        f"({settings.get('sweep.goal', '')}); spec in `spec.yaml`. Its report, `report.html`, "
+        f"is written into this run's artifacts when the sweep ends; locally: "
+        f"`nnchain report {name}`."))
     return run.info.run_id
 
 
@@ -57,14 +63,20 @@ def _sweep_runs_tagged(client, experiment_id: str, sweep_id: str, tag: str, valu
         filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and tags.`{tag}` = '{value}'")
 
 
-def trial_run_name(index: int, overrides: Mapping[str, object]) -> str:
-    """``t007 lr=0.5 hidden=[8]``: the index and the cell's own values, short keys."""
+def trial_run_name(index: int, overrides: Mapping[str, object], repeat: int = 0) -> str:
+    """``t007 lr=0.5 hidden=[8]``: the index and the cell's own values, short keys; in a
+    sweep with repeats, ``rep=N`` instead of the repeat's seed (a long number that says
+    nothing in a runs table). Whole up to MLflow's 250 characters."""
     parts = []
     for path, value in overrides.items():
+        if path == "seed":
+            continue
         short = path.rsplit(".", 1)[-1]
         text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
         parts.append(f"{short}={text}")
-    return (f"t{index:03d} " + " ".join(parts)).strip()[:200]
+    if "seed" in overrides:
+        parts.append(f"rep={repeat}")
+    return (f"t{index:03d} " + " ".join(parts)).strip()[:250]
 
 
 def _trial_tags(parent_run_id: str, sweep_id: str, trial_key: str, index: int, repeat: int,
@@ -83,7 +95,7 @@ def create_trial_run(client, experiment_id: str, *, parent_run_id: str, sweep_id
     ``scheduled``: created ahead of the trial's start, in MLflow's SCHEDULED state.
     Returns the run id and its artifact URI."""
     run = client.create_run(experiment_id, start_time=start_ms or int(time.time() * 1000),
-                            run_name=trial_run_name(index, overrides),
+                            run_name=trial_run_name(index, overrides, repeat),
                             tags=_trial_tags(parent_run_id, sweep_id, trial_key, index, repeat,
                                              attempt))
     RunWriter(client, run.info.run_id).log_params(to_params(config))
@@ -108,7 +120,7 @@ def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
         runs, made = [], {}
         for trial in trials:
             run_id = uuid.uuid4().hex
-            name = trial_run_name(trial.index, trial.overrides)
+            name = trial_run_name(trial.index, trial.overrides, trial.repeat)
             made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
             tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
             tags[RUN_NAME_TAG] = name

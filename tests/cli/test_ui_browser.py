@@ -194,3 +194,108 @@ def test_a_users_own_choice_outlives_the_start_page(served, browser):
              "the switch did not store GenAI")
     click_experiment(browser, url, EXPERIMENT)
     assert view(browser, ids[EXPERIMENT], "own-choice") == "genai"
+
+
+# ---- a recorded sweep: `nnchain ui SWEEP`, the parent run, its children and its report -------
+SWEEP = """
+name: browse-grid
+experiment: browse
+seed: 0
+metric: {name: val_cost, goal: minimize}
+repeats: 2
+data: {name: xor, n_samples: 32, noise: 0.05, val_fraction: 0.25}
+model: {hidden: [4], activation: tanh}
+train: {epochs: 5, lr: 0.5}
+parameters:
+  train.lr: {values: [0.1, 0.5]}
+"""
+REPORT_IMAGES = ("learning_curves.png", "gradient_flow.png", "param_train.lr.png")
+
+
+class SweepUi(QuietUi):
+    """``nnchain ui SWEEP``: the same server, its printed address going to the sweep."""
+
+    def __init__(self, store: Path, sweep: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from test_cli_ui import free_port
+
+        self.port = free_port()
+        env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nnchain", "ui", sweep, "--tracking-uri", str(store),
+             "--port", str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+        self.lines, self.log = [], []
+        threading.Thread(target=lambda: self.lines.extend(self.process.stdout),
+                         daemon=True).start()
+        threading.Thread(target=lambda: self.log.extend(self.process.stderr),
+                         daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def served_sweep(tmp_path_factory, ray_local):
+    """A real 4-trial sweep, then ``nnchain ui browse-grid`` on its store."""
+    from nnchain.runner.sweep import SweepOptions, run_sweep
+
+    home = tmp_path_factory.mktemp("ui-sweep")
+    (home / "sweep.yaml").write_text(SWEEP)
+    store = home / "nnchain-runs"
+    result = run_sweep(str(home / "sweep.yaml"), [], SweepOptions(tracking_uri=str(store)))
+    assert result.status == "FINISHED"
+    ui = SweepUi(store, "browse-grid")
+    try:
+        yield ui.wait_for_url(), result, open_client(resolve_tracking_uri(str(store)))
+    finally:
+        code = ui.stop_gracefully()
+    assert code == 0, "".join(ui.log[-20:])
+
+
+def test_nnchain_ui_sweep_opens_on_the_parent_run_and_its_children(served_sweep, browser):
+    from selenium.webdriver.common.by import By
+
+    url, result, client = served_sweep
+    assert url.endswith(f"?experiment={result.experiment_id}")
+    browser.get(url)
+    assert view(browser, result.experiment_id, "sweep-runs") == "runs"
+    wait_for(browser, lambda d: d.find_element(By.LINK_TEXT, "browse-grid").is_displayed(),
+             "the parent run browse-grid is not in the runs table")
+    children = [run.info.run_name for run in client.search_runs(
+        [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")]
+    assert len(children) == 4
+    if not any(browser.find_elements(By.LINK_TEXT, name) for name in children):
+        # nested runs start folded under their parent: unfold them as a user does
+        parent = browser.find_element(By.LINK_TEXT, "browse-grid")
+        wait_for(browser, lambda d: parent.find_element(
+            By.XPATH, "./ancestor::*[@role='gridcell'][1]//button"),
+            "no control that unfolds the parent's nested runs").click()
+    for name in children:
+        wait_for(browser, lambda d, name=name: d.find_element(By.LINK_TEXT, name).is_displayed(),
+                 f"the nested trial run {name!r} is not shown")
+    browser.save_screenshot(str(browser.shots / "sweep-children.png"))
+
+
+def test_the_parent_runs_artifacts_show_the_report_images(served_sweep, browser):
+    from selenium.webdriver.common.by import By
+
+    url, result, _ = served_sweep
+    base = url.split("/nnchain")[0]
+    browser.get(url)  # the start page chooses the model-training view first
+    view(browser, result.experiment_id, "sweep-start")
+    for name in REPORT_IMAGES:
+        browser.get(f"{base}/#/experiments/{result.experiment_id}/runs/"
+                    f"{result.parent_run_id}/artifacts/{name}")
+        # the viewer titles the file and shows it decoded from a blob: our PNG's width
+        wait_for(browser, lambda d, name=name: d.find_element(
+            By.XPATH, f"//*[normalize-space(text())='{name}']"), f"{name} is not opened")
+        image = wait_for(browser, lambda d: next(
+            (i for i in d.find_elements(By.TAG_NAME, "img")
+             if (i.get_attribute("src") or "").startswith("blob:") and i.is_displayed() and
+             d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                              i) == 640), None), f"the parent's {name} is not shown")
+        assert image.size["height"] > 100
+        browser.save_screenshot(str(browser.shots / f"parent-{name}"))
+    assert browser.find_elements(By.XPATH, "//*[contains(text(), 'report.html')]")

@@ -86,8 +86,8 @@ def test_every_trial_run_carries_its_config_and_pictures(recorded, tmp_path):
         for picture in TRIAL_PICTURES:
             assert png(artifact(client, run.info.run_id, picture,
                                 tmp_path / run.info.run_id)).size == (640, 400)
-        # whole, short names: t001 lr=0.05 hidden=[4,4] seed=...
-        assert re.fullmatch(r"t\d{3} lr=\S+ hidden=\[[\d,]+\] seed=\d+", run.info.run_name)
+        # whole, short names: t001 lr=0.05 hidden=[4,4] rep=1
+        assert re.fullmatch(r"t\d{3} lr=\S+ hidden=\[[\d,]+\] rep=[01]", run.info.run_name)
 
 
 def test_parent_run_summarises_the_sweep(recorded, tmp_path):
