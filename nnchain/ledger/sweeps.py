@@ -67,15 +67,18 @@ def free_name(ledger: Ledger, name: str) -> str:
 def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, spec_text: str,
                  fingerprint: str, metric_name: str, metric_goal: str, options: Mapping,
                  tracking_uri: str, trials: Sequence[Any],
-                 driver: Mapping[str, Any] | None = None) -> Sweep:
+                 driver: Mapping[str, Any] | None = None,
+                 trial_count: int | None = None) -> Sweep:
     """Insert a sweep and all of its trials (PENDING) in one transaction; ``driver``: the
     columns naming the driver process (``reaper.driver_values``), so that a driver killed
-    from here on is recognised as gone."""
+    from here on is recognised as gone. ``trial_count``: the trials it will have, when
+    they are proposed as it runs (bayes); default: ``trials``."""
     with ledger.session() as session:
         sweep = Sweep(id=sweep_id, name=name, experiment=experiment, spec_text=spec_text,
                       fingerprint=fingerprint, metric_name=metric_name,
                       metric_goal=metric_goal, options=dict(options),
-                      tracking_uri=tracking_uri, trial_count=len(trials),
+                      tracking_uri=tracking_uri,
+                      trial_count=len(trials) if trial_count is None else trial_count,
                       heartbeat_at=utcnow(), **dict(driver or {}))
         session.add(sweep)
         session.flush()
@@ -83,6 +86,18 @@ def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, s
                               config=t.config, overrides=_jsonable(t.overrides))
                         for t in trials)
     return sweep
+
+
+def add_trial(ledger: Ledger, sweep_id: str, *, key: str, index: int, config: dict,
+              overrides: Mapping) -> Trial:
+    """A trial proposed while the sweep runs (bayes), PENDING."""
+    with ledger.session() as session:
+        trial = Trial(sweep_id=sweep_id, key=key, index=index, repeat=0, config=config,
+                      overrides=_jsonable(overrides))
+        session.add(trial)
+        session.flush()
+        session.refresh(trial)
+        return trial
 
 
 def _jsonable(overrides: Mapping) -> dict:

@@ -115,13 +115,14 @@ class Driver:
     def __init__(self, *, ledger: Ledger, client, writer: MetricWriter, sweep: Sweep,
                  executor: Executor, data_keys: list[str], settings: Settings,
                  on_progress: Callable[[Snapshot], None] | None = None,
-                 pruner: Pruner | None = None) -> None:
+                 pruner: Pruner | None = None, proposals=None) -> None:
         self.ledger, self.client, self.writer, self.sweep = ledger, client, writer, sweep
         self.executor = executor
         self.settings = settings
         self.on_progress = on_progress
         self.data_keys = data_keys
         self.pruner = pruner  # early stopping's decisions, or None
+        self.proposals = proposals  # bayes: trials proposed as slots free (sweep.bayes)
         self._decisions: list[Decision] = []  # new decisions, until the next flush
         self._handle_of: dict[int, Handle] = {}  # trial id -> the task it went out in
         self.live: dict[int, Live] = {}
@@ -160,6 +161,8 @@ class Driver:
         (a resume) and queued here, from their checkpoints. Recorded early-stopping
         decisions are kept: a trial decided to stop stops there again."""
         checkpoints = ledger_ops.unfinished_checkpoints(self.ledger, self.sweep.id)
+        if self.proposals is not None:
+            self.proposals.load(trials)
         requeued = [trial.id for trial in trials if trial.state not in (*DONE, PENDING)]
         if self.pruner is not None:
             self.pruner.load(_decision(row) for row in
@@ -207,7 +210,7 @@ class Driver:
                                 name="nnchain-heartbeat")
         beat.start()
         try:
-            while self.queue or self.in_flight:
+            while self.queue or self.in_flight or self._may_propose():
                 if self.stop_reason:
                     raise StopSweep(self.stop_reason)
                 self._submit()
@@ -238,8 +241,24 @@ class Driver:
 
         return signal.signal(signal.SIGINT, on_interrupt)
 
+    def _may_propose(self) -> bool:
+        return self.proposals is not None and self.proposals.remaining()
+
+    def _propose(self) -> bool:
+        """Queue the next proposed trial (bayes); False when there is none."""
+        trial = with_retry(self.proposals.propose, what="the ledger") \
+            if self._may_propose() else None
+        if trial is None:
+            return False
+        live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
+                    trial.overrides, self.data_keys.index(_data_key(trial.config)))
+        self.live[trial.id] = live
+        self._counts[PENDING] += 1
+        self.queue.append(self._work(live, None))
+        return True
+
     def _submit(self) -> None:
-        while self.queue and self._has_room():
+        while self._has_room() and (self.queue or self._propose()):
             size = pack_size(len(self.queue), self.settings.pack, self.settings.max_concurrent)
             pack = [self.queue.popleft() for _ in range(size)]
             handle = self.executor.submit(pack)
@@ -355,6 +374,8 @@ class Driver:
         self.writer.end_run(live.run_id, FINISHED if status == PRUNED else status, tags)
         self._ends.append((live, status, reason, epochs, message.seconds, metric))
         self._move(live, status)
+        if self.proposals is not None:
+            self.proposals.tell(live.trial_id, status, metric, epochs)
         if status == FINISHED:
             self._consider_best(live, metric)
         self._progress()
@@ -390,6 +411,8 @@ class Driver:
                    retries=live.retries, last_step=live.last_step, summary=live.summary,
                    what="the ledger")
         self._move(live, FAILED)
+        if self.proposals is not None:
+            self.proposals.tell(live.trial_id, FAILED, None, 0)
         self._progress()
 
     # ---- periodic work -----------------------------------------------------------------
@@ -489,7 +512,8 @@ class Driver:
         if self.on_progress is None:
             return
         best, key = self.best if self.best else (None, None)
-        self.on_progress(Snapshot(total=len(self.live), counts=self.counts, best=best,
+        self.on_progress(Snapshot(total=max(len(self.live), self.sweep.trial_count),
+                                  counts=self.counts, best=best,
                                   best_key=key, metric=self.sweep.metric_name,
                                   elapsed=time.monotonic() - self.started))
 

@@ -150,7 +150,8 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     local_cpus = None if (options.address or os.environ.get("RAY_ADDRESS")) else \
         (options.num_cpus or os.cpu_count() or 1)
     _check_cpus(options, local_cpus)
-    datasets, data_keys = _data_splits([t.config for t in trials])
+    configs = _configs(spec, trials, options.max_trials)
+    datasets, data_keys = _data_splits(configs)
     # Everything is valid: while Ray starts (seconds of waiting), another thread creates or
     # checks the MLflow store, records the sweep and creates trial runs ahead.
     ray_ready = threading.Event()
@@ -164,12 +165,12 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
             raise
         ray_ready.set()
         client, ledger, sweep = recording.result()
-    settings = _settings(spec, options, resources, len(trials),
-                         trials[0].config["train"].get("checkpoint_every", 0))
+    settings = _settings(spec, options, resources, _trial_count(spec, trials),
+                         configs[0]["train"].get("checkpoint_every", 0))
     if on_created is not None:
         on_created(sweep)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
-                    _pruner(spec, trials))
+                    spec, configs[0])
 
 
 def _stop_recorded(recording, reason: str) -> None:
@@ -247,12 +248,13 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
         ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
         fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
         metric_goal=spec.metric.goal, tracking_uri=scrub(uri), trials=trials,
+        trial_count=_trial_count(spec, trials),
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)},
         driver=driver_values(identity.current()))
     exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
-                                len(trials), what="the MLflow store")
+                                _trial_count(spec, trials), what="the MLflow store")
     trials = ledger_ops.trials_of(ledger, sweep_id)
     if is_sql_store(uri):  # all at once, in one transaction
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
@@ -306,13 +308,14 @@ def resume_sweep(ref: str, options: SweepOptions,
     _check_cpus(options, None if (options.address or os.environ.get("RAY_ADDRESS")) else
                 (options.num_cpus or os.cpu_count() or 1))
     resources = cluster.connect(options.address, num_cpus=options.num_cpus)
-    settings = _settings(spec, options, resources, len(trials),
-                         trials[0].config["train"].get("checkpoint_every", 0) if trials else 0)
+    configs = _configs(spec, trials, options.max_trials)
+    settings = _settings(spec, options, resources, _trial_count(spec, trials),
+                         configs[0]["train"].get("checkpoint_every", 0) if configs else 0)
     expected = spec_fingerprint(spec, expand(spec, max_trials=options.max_trials))
     if expected != sweep.fingerprint:
         raise SpecError("SWEEP", f"the spec of sweep {sweep.name!r} must not change, its "
                                  f"stored spec now expands differently")
-    datasets, data_keys = _data_splits([t.config for t in trials])
+    datasets, data_keys = _data_splits(configs)
     client = open_client(uri)
     reap(ledger, client, sweep_id=sweep.id)
     if not claim(ledger, sweep.id, identity.current()):
@@ -321,13 +324,14 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"{driver}; wait, or run `nnchain sweep cancel "
                                  f"{sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
+    template = configs[0] if configs else None
     if not sweep.parent_run_id:  # the first driver died before the ledger heard of it
         _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
     else:
         client.update_run(sweep.parent_run_id, status="RUNNING")
     sweep = ledger_ops.find_sweep(ledger, sweep.id)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
-                    _pruner(spec, trials))
+                    spec, template)
 
 
 def _result_from_ledger(ledger: Ledger, sweep: Sweep) -> SweepResult:
@@ -354,23 +358,41 @@ def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
             ledger_ops.update_trial(ledger, trial.id, last_step=step)
 
 
-def _pruner(spec, trials) -> Pruner | None:
+def _configs(spec, trials, max_trials: int) -> list[dict]:
+    """The trials' configs; for bayes, whose trials come as it runs, the first cell's
+    (every proposal shares its dataset)."""
+    from nnchain.sweep.expansion import bayes_template
+
+    if spec.method == "bayes":
+        return [bayes_template(spec, max_trials=max_trials)]
+    return [t.config for t in trials]
+
+
+def _trial_count(spec, trials) -> int:
+    return spec.run_cap if spec.method == "bayes" else len(trials)
+
+
+def _pruner(spec, template: dict | None) -> Pruner | None:
     """Early stopping for the sweep's ``early_terminate``, on its metric (None: none)."""
-    if spec.early_terminate is None or not trials:
+    if spec.early_terminate is None or template is None:
         return None
-    return Pruner(spec.early_terminate, trials[0].config["train"]["epochs"], spec.metric.goal)
+    return Pruner(spec.early_terminate, template["train"]["epochs"], spec.metric.goal)
 
 
 def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
              datasets: list, data_keys: list[str],
-             on_progress: Callable[[Snapshot], None] | None,
-             pruner: Pruner | None = None) -> SweepResult:
+             on_progress: Callable[[Snapshot], None] | None, spec,
+             template: dict | None) -> SweepResult:
+    from nnchain.sweep.bayes import Proposals
+
+    pruner = _pruner(spec, template)
+    proposals = Proposals(ledger, sweep, spec) if spec.method == "bayes" else None
     executor = RayExecutor(datasets, cpus_per_task=settings.cpus_per_trial,
                            flush_seconds=settings.flush_seconds, stops=pruner is not None)
     writer = MetricWriter(client, uri)
     driver = Driver(ledger=ledger, client=client, writer=writer, sweep=sweep,
                     executor=executor, data_keys=data_keys, settings=settings,
-                    on_progress=on_progress, pruner=pruner)
+                    on_progress=on_progress, pruner=pruner, proposals=proposals)
     driver.load(ledger_ops.trials_of(ledger, sweep.id))
     try:
         counts = driver.run()

@@ -64,6 +64,9 @@ def expand(spec: SweepSpec, *, max_trials: int = DEFAULT_MAX_TRIALS) -> list[Tri
     not apply to a cell, or the sweep has more than ``max_trials`` trials.
     """
     resolver = _Resolver(spec)
+    if spec.method == "bayes":  # proposed while the sweep runs (nnchain.sweep.bayes)
+        bayes_template(spec, max_trials=max_trials, resolver=resolver)
+        return []
     if spec.method == "grid":
         cells = _grid_cells(spec, resolver, max_trials)
     else:
@@ -82,6 +85,22 @@ def expand(spec: SweepSpec, *, max_trials: int = DEFAULT_MAX_TRIALS) -> list[Tri
                 seen.add(key)
                 trials.append(Trial(len(trials), key, config, overrides, repeat))
     return trials
+
+
+def bayes_template(spec: SweepSpec, *, max_trials: int = DEFAULT_MAX_TRIALS,
+                   resolver: _Resolver | None = None) -> dict:
+    """A bayes sweep's first random cell, resolved: it checks the space before anything
+    is written, and gives the dataset every proposal shares."""
+    if spec.run_cap > max_trials:
+        raise SpecError("run_cap", f"the sweep has {spec.run_cap} trials, more than "
+                                   f"max_trials={max_trials}; lower run_cap")
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(SAMPLE_STREAM,)))
+    return (resolver or _Resolver(spec)).resolve(next(_draws(spec.parameters, rng)))
+
+
+def cell_config(spec: SweepSpec, overrides: Mapping[str, Any]) -> dict:
+    """The resolved config of one cell of ``spec`` (a bayes proposal)."""
+    return _Resolver(spec).resolve(overrides)
 
 
 def _grid_cells(spec: SweepSpec, resolver: _Resolver, max_trials: int) -> list[_Cell]:

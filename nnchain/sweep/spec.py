@@ -45,7 +45,7 @@ from nnchain.sweep.pruning import EarlyTerminate
 from nnchain.sweep.space import Distribution, Space, is_finite, parse_parameter
 from nnchain.yamlio import load_yaml_mapping
 
-METHODS = ("grid", "random")
+METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")
 METRICS = ("train_cost", "val_cost", "train_accuracy", "val_accuracy")
 SWEEP_KEYS = ("name", "experiment", "method", "metric", "run_cap", "repeats", "max_retries",
@@ -180,6 +180,8 @@ def parse_sweep_spec(data: Mapping[str, Any], text: str = "",
                                    f"combined with a seed parameter, got repeats={repeats} "
                                    f"and parameters.seed")
     run_cap = _run_cap(method, data.get("run_cap"), parameters)
+    if method == "bayes":
+        _check_bayes(repeats, parameters)
     early_terminate = _early_terminate(data.get("early_terminate"), metric, base, parameters)
     return SweepSpec(name=name, experiment=experiment, seed=seed, method=method, metric=metric,
                      run_cap=run_cap, repeats=repeats, max_retries=max_retries,
@@ -294,8 +296,25 @@ def _base(data: Mapping[str, Any], seed: int, parameters: Mapping[str, Space]) -
     return base
 
 
+def _check_bayes(repeats: int, parameters: Mapping[str, Space]) -> None:
+    """What TPE proposals cannot take: repeats, a swept dataset (every proposal trains on
+    one), a distribution without width."""
+    if repeats > 1:
+        raise SpecError("repeats", f"applies to method grid or random; bayes proposes each "
+                                   f"trial once, got repeats={repeats}")
+    for path, space in parameters.items():
+        if path.startswith("data."):
+            raise SpecError(f"parameters.{path}", "method: bayes trains every proposal on "
+                                                  "one dataset; set data keys in data:")
+        if isinstance(space, Distribution) and not space.min < space.max:
+            raise SpecError(f"parameters.{path}", f"method: bayes needs min < max, got "
+                                                  f"min={space.min}, max={space.max}; use "
+                                                  f"value: for a fixed value")
+
+
 def _run_cap(method: str, raw: Any, parameters: Mapping[str, Space]) -> int | None:
-    """``None`` for a grid; for random search the number of cells to sample.
+    """``None`` for a grid; for random search the number of cells to sample; for bayes
+    the number of trials to propose (required).
 
     Over a finite space (values, value, int_uniform) sampling is without replacement,
     so ``run_cap`` defaults to the space size and is capped by it.
@@ -310,6 +329,11 @@ def _run_cap(method: str, raw: Any, parameters: Mapping[str, Space]) -> int | No
                                        f"cell), got run_cap={shown(raw)}")
         return None
     run_cap = None if raw is None else _integer("run_cap", raw, 1)
+    if method == "bayes":
+        if run_cap is None:
+            raise SpecError("run_cap", "is required for method: bayes (the number of trials "
+                                       "to propose)")
+        return run_cap
     continuous = [p for p, s in parameters.items() if not is_finite(s)]
     if continuous:
         if run_cap is None:

@@ -64,7 +64,8 @@ def test_accuracy_metric_defaults_to_maximize():
     ({"experiment": "has space"}, "experiment"),
     ({"experiment": "../up"}, "experiment"),
     ({"methd": "grid"}, "methd"),
-    ({"method": "bayes"}, "method"),
+    ({"method": "bayesian"}, "method"),
+    ({"method": "bayes"}, "run_cap"),  # bayes needs a run_cap
     ({"metric": {"name": "val_loss"}}, "metric.name"),
     ({"metric": {"name": "val_cost", "goal": "lowest"}}, "metric.goal"),
     ({"metric": {"name": "val_cost", "mode": "min"}}, "metric.mode"),
