@@ -360,7 +360,8 @@ class Driver:
         the next flush, after its metrics (so a FINISHED trial never lacks metrics)."""
         live, status, reason = self.live[message.trial_id], message.status, message.reason
         epochs, tags = message.epochs, {"nnchain.status_reason": reason[:5000]} if reason else {}
-        if status == FINISHED and live.stopping:  # stopped early: a result, as it stands
+        if status == FINISHED and live.stopping and \
+                live.last_step + 1 < live.config["train"]["epochs"]:  # stopped early
             status, epochs = PRUNED, live.last_step + 1
             tags["nnchain.pruned_at"] = str(epochs)
         metric = _metric_value(live.summary, self.sweep.metric_name) if status in DONE \

@@ -282,13 +282,19 @@ def _contiguous_steps(record: _Record, problems: dict[tuple[str, str], str]) -> 
 
 def _pruned(record: _Record, last_steps: dict[str, int], stopped: set[int]) -> list[Violation]:
     """A PRUNED trial's run: tagged ``nnchain.pruned_at`` = k, the ledger's epochs, with
-    steps 0..k-1 (their contiguity is checked above); PRUNED iff a stop was decided."""
+    steps 0..k-1 (their contiguity is checked above); PRUNED iff a stop was decided (or
+    FINISHED, every epoch run before the stop reached it)."""
     found = []
     for trial in record.trials:
-        if trial.state in DONE and (trial.state == PRUNED) != (trial.id in stopped):
+        if trial.state == PRUNED and trial.id not in stopped:
+            found.append(Violation(LEDGER, trial.run_id, trial.key,
+                                   "trial is PRUNED in the ledger but no decision to stop it "
+                                   "is recorded"))
+        if trial.state == FINISHED and trial.id in stopped and \
+                trial.epochs < trial.config["train"]["epochs"]:
             found.append(Violation(LEDGER, trial.run_id, trial.key, (
-                f"trial is {trial.state} in the ledger but "
-                f"{'a' if trial.id in stopped else 'no'} decision to stop it is recorded")))
+                f"trial is FINISHED after {trial.epochs} of {trial.config['train']['epochs']} "
+                f"epochs but a decision to stop it is recorded")))
         run = record.runs.get(trial.run_id) if trial.run_id else None
         if run is None:
             continue
