@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nnchain.sweep import expand, load_sweep_spec
+from nnchain.sweep.expansion import bayes_template
 
 WORKFLOWS = sorted((Path(__file__).parents[2] / "workflows").glob("*.yaml"))
 MAX_TRIALS = {"megaphone.yaml": 90}  # 2 datasets x 3 orders x 3 activations x 5 seeds
@@ -14,7 +15,17 @@ MAX_TRIALS = {"megaphone.yaml": 90}  # 2 datasets x 3 orders x 3 activations x 5
 
 def test_the_examples_are_there():
     names = {path.name for path in WORKFLOWS}
-    assert {"xor.yaml", "spirals_depth.yaml", "digits.yaml", "random_lr.yaml"} <= names
+    assert {"xor.yaml", "spirals_depth.yaml", "digits.yaml", "random_lr.yaml",
+            "hyperband_digits.yaml", "bayes_digits.yaml"} <= names
+
+
+def test_the_search_examples_stop_early_and_propose():
+    folder = WORKFLOWS[0].parent
+    hyperband = load_sweep_spec(folder / "hyperband_digits.yaml")
+    assert (hyperband.early_terminate.type, hyperband.method) == ("hyperband", "random")
+    bayes = load_sweep_spec(folder / "bayes_digits.yaml")
+    assert bayes.method == "bayes" and bayes.early_terminate is not None
+    assert {"train.lr", "model.hidden", "train.weight_decay"} <= set(bayes.parameters)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
@@ -23,6 +34,10 @@ def test_workflow_loads_and_expands(path):
     assert text.startswith("#") and f"nnchain sweep run workflows/{path.name}" in text
     spec = load_sweep_spec(path)
     trials = expand(spec)
+    if spec.method == "bayes":  # proposed as it runs: the first cell stands for them
+        assert trials == [] and 1 <= spec.run_cap <= 50
+        assert bayes_template(spec)["train"]["epochs"] <= 500
+        return
     assert 1 <= len(trials) <= MAX_TRIALS.get(path.name, 50)
     assert len({trial.key for trial in trials}) == len(trials)
     assert all(trial.config["train"]["epochs"] <= 500 for trial in trials)
