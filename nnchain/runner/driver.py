@@ -70,6 +70,7 @@ class Live:
     started: float | None = None
     state: str = PENDING
     stopping: bool = False  # early stopping decided it stops: its end is PRUNED
+    rerun: bool = False  # its run had steps before this attempt (a retry or resume)
 
 
 @dataclass
@@ -290,6 +291,7 @@ class Driver:
         live = self.live[message.trial_id]
         self._move(live, RUNNING)
         live.started = time.monotonic()
+        live.rerun = live.last_step >= 0
         with_retry(self._open_run, live, message.attempt, message.start_ms,
                    what="the MLflow store")
         self._starts[live.trial_id] = ledger_ops.start_values(live.run_id, message.attempt,
@@ -372,6 +374,8 @@ class Driver:
         if files:
             with_retry(sweep_runs.log_files, self.client, live.run_id, files,
                        live.artifact_uri, what="the MLflow store")
+        if status == FINISHED and live.rerun and self.pruner is not None:
+            with_retry(self._drop_stale_prune_tag, live, what="the MLflow store")
         self.writer.end_run(live.run_id, FINISHED if status == PRUNED else status, tags)
         self._ends.append((live, status, reason, epochs, message.seconds, metric))
         self._move(live, status)
@@ -380,6 +384,12 @@ class Driver:
         if status == FINISHED:
             self._consider_best(live, metric)
         self._progress()
+
+    def _drop_stale_prune_tag(self, live: Live) -> None:
+        """A pruned end that reached MLflow but not the ledger (a driver killed between)
+        left its tag; the trial, decided again, ran to its end: the tag goes."""
+        if "nnchain.pruned_at" in self.client.get_run(live.run_id).data.tags:
+            self.client.delete_tag(live.run_id, "nnchain.pruned_at")
 
     def _finish_pack(self, handle: Handle, error: BaseException | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""

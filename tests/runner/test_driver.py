@@ -705,3 +705,24 @@ def test_bayes_with_hyperband_resumes_from_its_history_in_the_ledger(ledger, sto
     assert {t.state for t in trials} <= {FINISHED, PRUNED}
     assert sum(driver.counts.values()) == 12
     assert verify_sweep(ledger, sweep.client, sweep.uri, sweep.id) == []
+
+
+def test_a_stale_prune_tag_goes_when_the_trial_runs_to_its_end(ledger, store):
+    """A PRUNED end that reached MLflow but not the ledger (its driver killed between) left
+    the tag; decided again to go on, the trial finishes and the tag goes."""
+    sweep = new_sweep(ledger, store, spec_text(lrs=(0.1, 0.2), extra=ASHA))
+    script = scripted(sweep)
+    first = next(t for t in sweep.trials() if t.index == 0)
+
+    def lose_once_tagged(task, message):
+        if isinstance(message, Metrics) and message.trial_id == first.id and \
+                message.first_step == 3 and task.pack[0].attempt == 0:
+            sweep.client.set_tag(first.run_id, "nnchain.pruned_at", "3")
+            return TaskEnded(RuntimeError("node lost"))
+        return script(task, message)
+
+    driver, _, _ = sweep.run(lose_once_tagged, slots=1)
+    trial = next(t for t in sweep.trials() if t.id == first.id)
+    assert (trial.state, trial.attempt) == (FINISHED, 1)
+    assert "nnchain.pruned_at" not in sweep.client.get_run(first.run_id).data.tags
+    assert verify_sweep(ledger, sweep.client, sweep.uri, sweep.id) == []
