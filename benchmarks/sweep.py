@@ -2,6 +2,7 @@
 
     /work/venv/bin/python benchmarks/sweep.py [--repeats N] [--skip-stock] [--epochs 1000]
         [--short-epochs 300] [--keep DIR] [--profile] [--timeout 900]
+    /work/venv/bin/python benchmarks/sweep.py --pictures-pairs N [--epochs 1000]
 
 The grid (issue 3, "Speed"): spirals (n_samples 200, noise 0.1, val_fraction 0), network
 2-h-h-1 (tanh hidden, sigmoid + bce), h in {8, 16, 32} x lr in LRS x seeds 0..3, full-batch
@@ -37,6 +38,10 @@ Utilization = sum of the trials' own training time (ledger ``train_seconds``) /
 (cores x (nnchain wall - Ray start inside it)). The short-grid floor compares nnchain with
 the loop plus the Ray start that nnchain's own run paid (Ray's start swings 4-10 s between
 processes on this machine); the probe's ``ray.init`` is shown beside it.
+
+``--pictures-pairs N`` measures only nnchain's sweep, with each trial's pictures drawn in
+its worker (the default) and without (``SweepOptions.pictures_up_to = 0``), in N
+alternating pairs; the parent run's report is made in both.
 
 With ``--repeats N`` every measurement runs N times, interleaved; times are medians and
 each ratio the median of the per-repeat ratios. Progress and each child's log path go to
@@ -232,7 +237,7 @@ def child_loop_recorded(args) -> dict:
             "finished": statuses.count("FINISHED"), "store": store_counts(db_file)}
 
 
-def child_nnchain(args) -> dict:
+def child_nnchain(args, pictures: bool = True) -> dict:
     import nnchain.runner.sweep as sweep_module
     from nnchain.ledger.store import resolve_ledger_url
     from nnchain.runner import cluster
@@ -267,7 +272,10 @@ def child_nnchain(args) -> dict:
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    result = run_sweep(str(spec), [], SweepOptions(tracking_uri=uri))
+    options = SweepOptions(tracking_uri=uri)
+    if not pictures:
+        options.pictures_up_to = 0  # no trial pictures (the parent's report is still made)
+    result = run_sweep(str(spec), [], options)
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started
@@ -295,7 +303,8 @@ def child_nnchain(args) -> dict:
             "trials": len(rows), "finished": sum(state == "FINISHED" for _, state, _ in rows),
             "same_cells": {key for key, _, _ in rows} == expected_keys,
             "train_seconds": sum(seconds for _, _, seconds in rows),
-            "driver_cpu": driver_cpu, "store": store_counts(db_file)}
+            "driver_cpu": driver_cpu, "store": store_counts(db_file),
+            "trial_pictures": sum(1 for _ in folder.rglob("cost_curve.png"))}
 
 
 def _tune_stock_trainable(params: dict, data=None) -> None:
@@ -434,6 +443,7 @@ CHILDREN = {
     "loop": child_loop,
     "loop-recorded": child_loop_recorded,
     "nnchain": child_nnchain,
+    "nnchain-nopics": lambda args: child_nnchain(args, pictures=False),
     "tune-stock": lambda args: child_tune(args, tuned=False),
     "tune-tuned": lambda args: child_tune(args, tuned=True),
     "record-nnchain": lambda args: child_record(args, nnchain=True),
@@ -688,6 +698,42 @@ def report(args, runs: dict, problems: dict) -> None:
               f"(ideal wall {ideal:.2f} s)")
 
 
+def pictures_pairs(args) -> int:
+    """Trial pictures on against off: alternating pairs (the order flips every pair), each
+    child its own Ray and store; medians of the wall time and of the time after Ray's start.
+    Exit 0 when every child ran, 1 otherwise."""
+    root = args.keep or Path(tempfile.mkdtemp(prefix="nnchain-pictures-bench-"))
+    results: dict[str, list[dict]] = {"nnchain": [], "nnchain-nopics": []}
+    try:
+        for pair in range(args.pictures_pairs):
+            order = ["nnchain", "nnchain-nopics"][::1 if pair % 2 == 0 else -1]
+            for name in order:
+                result = spawn(name, root / f"p{pair}-{name}", args.epochs, args.timeout, False)
+                if result is None or result["finished"] != len(cells()):
+                    print(f"  {name}: did not finish every trial", file=sys.stderr)
+                    return 1
+                results[name].append(result)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    on, off = results["nnchain"], results["nnchain-nopics"]
+    rows = [("wall", lambda r: r["wall"]),
+            ("after Ray's start", lambda r: r["wall"] - r["ray_start"]),
+            ("driver CPU after Ray's start", lambda r: r["driver_cpu"]),
+            ("trials' own training time", lambda r: r["train_seconds"])]
+    print(f"trial pictures on vs off, {args.epochs} epochs, {len(on)} alternating pairs "
+          f"(medians; pictures drawn: {on[0]['trial_pictures']} vs {off[0]['trial_pictures']})")
+    print(f"{'figure':<32}{'on':>9}{'off':>9}{'on/off':>9}  (pairwise ratios)")
+    for label, value in rows:
+        ratios = [value(a) / value(b) for a, b in zip(on, off, strict=True) if value(b)]
+        print(f"{label:<32}{median([value(r) for r in on]):>9.2f}"
+              f"{median([value(r) for r in off]):>9.2f}{median(ratios):>9.3f}  "
+              + " ".join(f"{r:.3f}" for r in ratios))
+    wall = median([a["wall"] / b["wall"] for a, b in zip(on, off, strict=True)])
+    print(f"floor: wall on/off <= 1.05: {verdict(wall <= 1.05)}")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
@@ -701,12 +747,17 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile nnchain's driver; the stats go beside its store")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child")
+    parser.add_argument("--pictures-pairs", type=int, default=0, metavar="N",
+                        help="instead: N alternating pairs of the nnchain sweep with trial "
+                             "pictures on and off, at --epochs; medians and their ratio")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)
         return
+    if args.pictures_pairs:
+        sys.exit(pictures_pairs(args))
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="nnchain-sweep-bench-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,7 @@ class Settings:
     trial_timeout: float | None = None
     checkpoint_every: int = 0
     pictures: bool = True  # workers draw each trial's pictures (see runner/sweep.py)
+    top_pictures: int = 0  # else the pictures of this many best trials, at the sweep's end
 
 
 # Buffered metric values that start a flush before its time: the sweep's last flush,

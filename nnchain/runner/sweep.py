@@ -67,7 +67,7 @@ class SweepOptions:
     num_cpus: int | None = None  # CPUs of a local Ray instance
     sweep_id: str | None = None  # chosen by the caller (`sweep submit`); None: a new one
     # workers draw every trial's pictures in sweeps of up to this many trials; larger
-    # sweeps get the best trials' pictures at the end (report.TOP_TRIAL_PICTURES)
+    # sweeps get the best trials' pictures at the end (report.TOP_TRIAL_PICTURES); 0: none
     pictures_up_to: int = int(os.environ.get("NNCHAIN_PICTURES_UP_TO", "1000"))
 
 
@@ -130,7 +130,16 @@ def _settings(spec, options: SweepOptions, resources: dict, n_trials: int,
                     trials_in_flight=0 if exact else 2 * slots * pack,
                     flush_seconds=options.flush_seconds, max_retries=spec.max_retries,
                     trial_timeout=spec.trial_timeout, checkpoint_every=checkpoint_every,
-                    pictures=n_trials <= options.pictures_up_to)
+                    pictures=0 < n_trials <= options.pictures_up_to,
+                    top_pictures=_top_pictures(n_trials, options.pictures_up_to))
+
+
+def _top_pictures(n_trials: int, pictures_up_to: int) -> int:
+    """Trials drawn at the sweep's end: the best ones, when the sweep is too large for
+    the workers to draw every trial (none when pictures are off)."""
+    from nnchain.report.html import TOP_TRIAL_PICTURES
+
+    return TOP_TRIAL_PICTURES if 0 < pictures_up_to < n_trials else 0
 
 
 def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
@@ -440,11 +449,11 @@ def _close(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str,
 def _publish_report(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str) -> None:
     """The sweep's report into its parent run; one that fails is said on stderr and does
     not fail the sweep (its trials are recorded; `nnchain report` writes it again)."""
-    from nnchain.report.html import TOP_TRIAL_PICTURES, publish_report
+    from nnchain.report.html import publish_report
 
     try:
         publish_report(ledger, client, sweep.id, status=status,
-                       top_pictures=0 if driver.settings.pictures else TOP_TRIAL_PICTURES)
+                       top_pictures=driver.settings.top_pictures)
     except Exception as error:  # noqa: BLE001 - the sweep's own result stands
         import sys
 

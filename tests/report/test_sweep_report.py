@@ -212,3 +212,49 @@ def test_report_cli_without_a_ledger(tmp_path):
                                         f"sqlite:///{tmp_path / 'none.db'}"])
     assert outcome.exit_code == 2 and len(outcome.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+# ---- a large sweep's best trials, and a resume (last: they write to the recorded sweep) --------
+def test_best_trials_pictures_drawn_at_the_end(recorded):
+    """Sweeps over the workers' limit get their best trials' pictures from the curves."""
+    from nnchain.ledger.store import open_existing_ledger
+    from nnchain.report.html import publish_report
+
+    client, result = recorded["client"], recorded["result"]
+    runs = {run.info.run_id: run for run in trial_runs(client, result)}
+    folders = {run_id: Path(run.info.artifact_uri.removeprefix("file://"))
+               for run_id, run in runs.items()}
+    for folder in folders.values():
+        for picture in TRIAL_PICTURES:
+            (folder / picture).unlink()
+    ledger = open_existing_ledger(recorded["uri"], None)
+    try:
+        publish_report(ledger, client, result.sweep_id, top_pictures=3)
+    finally:
+        ledger.dispose()
+    drawn = {run_id for run_id, folder in folders.items()
+             if all((folder / p).is_file() for p in TRIAL_PICTURES)}
+    finals = sorted((client.get_metric_history(run_id, "val_cost")[-1].value, run_id)
+                    for run_id, run in runs.items() if run.info.status == "FINISHED")
+    assert drawn == {run_id for _, run_id in finals[:3]}
+    for run_id in drawn:
+        png((folders[run_id] / "gradient_flow.png").read_bytes())
+
+
+def test_resume_rewrites_the_report(recorded, tmp_path):
+    """The diverging trials run again on resume and fail again: the parent's summary is
+    written again, its metrics at the next step (steps stay unique and contiguous)."""
+    from nnchain.runner.sweep import resume_sweep
+
+    client, result = recorded["client"], recorded["result"]
+    parent = client.get_run(result.parent_run_id)
+    report = Path(parent.info.artifact_uri.removeprefix("file://")) / "report.html"
+    report.unlink()
+    resumed = resume_sweep(result.sweep_id, SweepOptions(tracking_uri=recorded["uri"]))
+    assert resumed.status == "FAILED" and resumed.counts["FAILED"] == 4
+    assert "t00" in artifact(client, result.parent_run_id, "report.html", tmp_path).decode()
+    for key in ("trials_finished", "trials_failed", "best_val_cost"):
+        history = client.get_metric_history(result.parent_run_id, key)
+        assert sorted(m.step for m in history) == list(range(len(history)))
+        assert len(history) >= 2
+    assert client.get_metric_history(result.parent_run_id, "trials_failed")[-1].value == 4
