@@ -26,6 +26,7 @@ from nnchain.report.query import Loaded, SweepInfo
 from nnchain.report.table import summarize
 
 SEED = "seed"  # the repeats' key in a trial's overrides
+RANKED = (FINISHED, "PRUNED")  # trials whose last value counts in the ranking
 COST_KEYS = ("train_cost", "val_cost")
 GRAD_KEY = re.compile(r"^grad_norm/layer(\d+)$")
 IDS_PER_QUERY = 500
@@ -135,9 +136,10 @@ def build_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str,
     goal = metric_goal(metric, sweep)
     counts = Counter(row["state"] for row in rows)
     sign = 1.0 if goal == "minimize" else -1.0
-    ranked = sorted((r for r in rows if final_value(r, metric) is not None),
-                    key=lambda r: sign * final_value(r, metric))
-    ranked += [r for r in rows if final_value(r, metric) is None]
+    ranks = [r for r in rows if r["state"] in RANKED and final_value(r, metric) is not None]
+    ranked = sorted(ranks, key=lambda r: sign * final_value(r, metric))
+    ranked_ids = {id(r) for r in ranks}
+    ranked += [r for r in rows if id(r) not in ranked_ids]  # the rest, in trial order
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
         identity = tuple(param_value(_group_value(row, key)) for key in group_by)

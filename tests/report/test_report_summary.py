@@ -1,0 +1,70 @@
+"""The report's numbers and page from plain rows, without Ray or a store."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nnchain.report.html import report_files
+from nnchain.report.query import Loaded, SweepInfo
+from nnchain.report.summary import build_summary, curve_of
+
+
+def row(index: int, state: str, lr: float, seed: int, final: float | None,
+        activation: str = "tanh") -> dict:
+    return {"sweep": "s", "sweep_id": "abc123abc123", "metric_name": "val_cost",
+            "index": index, "key": f"k{index}", "repeat": seed, "state": state,
+            "reason": "" if state == "FINISHED" else "diverged at epoch 3", "run_id": f"r{index}",
+            "attempt": 0, "epochs": 3, "train_seconds": 0.1, "metric": final,
+            "params": {"train.lr": lr, "seed": seed, "model.activation": activation},
+            "overrides": {"train.lr": lr, "model.activation": activation, "seed": seed},
+            "summary": {"val_cost": {"last": final, "min": final, "max": final},
+                        "train_cost": {"last": 0.5, "min": 0.5, "max": 0.5}}}
+
+
+def loaded(rows) -> Loaded:
+    return Loaded([SweepInfo("abc123abc123", "s", "val_cost", "minimize", "FAILED", len(rows))],
+                  rows)
+
+
+def test_curve_mean_std_over_curves_of_different_lengths():
+    curve = curve_of([np.array([1.0, 2.0, 3.0]), np.array([3.0, np.nan]), np.array([5.0])])
+    np.testing.assert_allclose(curve.mean, [3.0, 2.0, 3.0])
+    assert curve.count.tolist() == [3, 1, 1]
+    assert curve.std[0] == pytest.approx(2.0) and math.isnan(curve.std[1])
+
+
+def test_failed_trials_rank_last_and_never_best():
+    rows = [row(0, "FINISHED", 0.1, 1, 0.5), row(1, "FAILED", 10.0, 1, None),
+            row(2, "FINISHED", 0.1, 2, 0.3), row(3, "FAILED", 10.0, 2, None)]
+    rows[1]["summary"]["train_cost"]["last"] = 0.0  # a failed trial's own last value
+    histories = {"r0": {"val_cost": np.array([0.9, 0.5])},
+                 "r2": {"val_cost": np.array([0.7, 0.3])},
+                 "r1": {"val_cost": np.array([0.9, np.inf])}}
+    for metric in ("val_cost", "train_cost"):
+        summary = build_summary(loaded(rows), experiment_id="1", parent_run_id="p",
+                                histories=histories, metric=metric, group_by=["train.lr"])
+        assert {r["index"] for r in summary.ranked[:2]} == {0, 2}
+        assert summary.best["state"] == "FINISHED"
+    summary = build_summary(loaded(rows), experiment_id="1", parent_run_id="p",
+                            histories=histories, metric="val_cost", group_by=["train.lr"])
+    assert summary.best["index"] == 2
+    finished, failed = summary.groups
+    assert finished.final["mean"] == pytest.approx(0.4) and finished.final["count"] == 2
+    np.testing.assert_allclose(finished.curves["val_cost"].mean, [0.8, 0.4])
+    assert failed.final["count"] == 0 and "val_cost" not in failed.curves
+
+
+def test_report_page_escapes_values_and_embeds_every_picture():
+    rows = [row(0, "FINISHED", 0.1, 1, 0.5, activation="<script>x</script>"),
+            row(1, "FINISHED", 0.2, 1, 0.4)]
+    summary = build_summary(loaded(rows), experiment_id="1", parent_run_id="p",
+                            histories={}, metric="val_cost",
+                            group_by=["train.lr", "model.activation"])
+    files = report_files(summary, b"index\n")
+    page = files["report.html"].decode()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    pictures = [name for name in files if name.endswith(".png")]
+    assert page.count("data:image/png;base64,") == len(pictures) >= 3
