@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -83,6 +84,21 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for each artifact it copies into a model."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
 def requirements() -> list[str]:
     """What the model needs where it is loaded: nnchain itself is installed there (it is not
     on PyPI; serve with ``--env-manager local`` in an environment that has it)."""
@@ -96,12 +112,26 @@ def requirements() -> list[str]:
 
 def log_trial_model(uri: str, run_id: str, config: Mapping,
                     weights: Mapping[str, np.ndarray], data: ModelData) -> str:
-    """Log the trial run ``run_id``'s network as an MLflow model; returns models:/MODEL_ID."""
+    """Log the trial run ``run_id``'s network as an MLflow model; returns models:/MODEL_ID.
+
+    The steps of ``mlflow.pyfunc.log_model`` through the public client, less two that cost
+    a request per metric key or a model load: copying the run's step-0 metrics onto the
+    model, and loading the model back to check the input example (the tests load it).
+    The logged model is made in the run's experiment, outputs of the run at step 0, and
+    READY once its files are stored.
+    """
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model, ModelSignature
     from mlflow.types import Schema, TensorSpec
 
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+        params=dict(run.data.params), model_type="nnchain")
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     with tempfile.TemporaryDirectory(prefix="nnchain-model-") as tmp:
         folder = Path(tmp)
         files = pyfunc_model.ARTIFACT_FILES
@@ -113,29 +143,26 @@ def log_trial_model(uri: str, run_id: str, config: Mapping,
             np.savez(folder / files[pyfunc_model.SCALING], mean=data.mean, scale=data.scale)
             artifacts[pyfunc_model.SCALING] = str(folder / files[pyfunc_model.SCALING])
         (folder / files[pyfunc_model.CONFIG]).write_text(json.dumps(config, indent=1))
-        (folder / files[pyfunc_model.COLUMNS]).write_text(json.dumps(
-            {"task": data.task, "features": list(data.features),
-             "outputs": list(data.outputs)}, indent=1))
+        columns = {"task": data.task, "features": list(data.features),
+                   "outputs": list(data.outputs)}
+        (folder / files[pyfunc_model.COLUMNS]).write_text(json.dumps(columns, indent=1))
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, len(data.features)))]),
             outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, len(data.outputs)))]))
-        # the logged model made here, in the run's experiment: Model.log would make it in
-        # the process's active experiment
-        client = MlflowClient(tracking_uri=uri)
-        run = client.get_run(run_id)
-        logged = client.create_logged_model(
-            run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
-            params=dict(run.data.params), model_type="nnchain")
-        with _tracking_uri(uri):
-            info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc,
-                             run_id=run_id, model_id=logged.model_id,
-                             python_model=str(MODEL_FILE), artifacts=artifacts,
-                             signature=signature, input_example=data.example,
-                             pip_requirements=requirements(),
-                             metadata={"nnchain": {"task": data.task,
-                                                   "features": list(data.features),
-                                                   "outputs": list(data.outputs)}})
-    model_uri = f"models:/{info.model_id}"
+        local = folder / "model"
+        with _no_progress_bars():
+            mlflow.pyfunc.save_model(
+                str(local), python_model=str(MODEL_FILE), artifacts=artifacts,
+                signature=signature, input_example=data.example,
+                pip_requirements=requirements(), metadata={"nnchain": columns},
+                mlflow_model=Model(artifact_path=logged.artifact_location,
+                                   model_uuid=logged.model_id, run_id=run_id,
+                                   model_id=logged.model_id))
+        for cache in local.rglob("__pycache__"):  # left by loading the model file
+            shutil.rmtree(cache, ignore_errors=True)
+        client.log_model_artifacts(logged.model_id, str(local))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    model_uri = f"models:/{logged.model_id}"
     client.set_tag(run_id, MODEL_TAG, model_uri)
     return model_uri
 
@@ -295,8 +322,9 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
     uri = resolve_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="nnchain-load-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri, registry_uri=uri)
+            with _no_progress_bars():
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:
             raise SpecError("MODEL_URI", f"must name an MLflow model, {model_uri!r}: "
                                          f"{str(exc).splitlines()[0]}") from None
