@@ -48,14 +48,20 @@ def sweep_report(ledger, tracking_uri: str, ref: str, *, metric: str | None = No
     from nnchain.report.compare import compare_loaded
     from nnchain.report.output import to_csv
     from nnchain.report.query import load_trials
-    from nnchain.report.summary import build_summary, check_options, load_histories
+    from nnchain.report.summary import (
+        build_summary,
+        check_options,
+        curve_keys,
+        load_histories,
+    )
 
     loaded = load_trials(ledger, [ref])
     if status is not None:  # the sweep's end, before its ledger row says so
         loaded = replace(loaded, sweeps=[replace(loaded.sweeps[0], status=status)])
     metric, keys = check_options(loaded, metric, group_by)
     record = ledger_ops.find_sweep(ledger, loaded.sweeps[0].id)
-    histories = load_histories(tracking_uri, (row["run_id"] for row in loaded.rows), metric)
+    histories = load_histories(tracking_uri, (row["run_id"] for row in loaded.rows), metric,
+                               curve_keys(loaded.rows, metric))
     summary = build_summary(loaded, experiment_id=record.experiment_id or "",
                             parent_run_id=record.parent_run_id or "", histories=histories,
                             metric=metric, group_by=keys)

@@ -29,7 +29,7 @@ SEED = "seed"  # the repeats' key in a trial's overrides
 RANKED = (FINISHED, "PRUNED")  # trials whose last value counts in the ranking
 COST_KEYS = ("train_cost", "val_cost")
 GRAD_KEY = re.compile(r"^grad_norm/layer(\d+)$")
-IDS_PER_QUERY = 500
+IDS_PER_QUERY = 10_000  # run ids bound in one query (SQLite allows 32,766 values)
 
 
 @dataclass
@@ -206,13 +206,20 @@ def wanted(key: str, metric: str) -> bool:
     return key in COST_KEYS or key == metric or GRAD_KEY.match(key) is not None
 
 
-def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str
-                   ) -> dict[str, dict[str, np.ndarray]]:
+def curve_keys(rows: Sequence[dict], metric: str) -> list[str]:
+    """The keys the report draws that the trials recorded (their summaries name them)."""
+    return sorted({key for row in rows for key in row["summary"] if wanted(key, metric)}
+                  | {metric})
+
+
+def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str,
+                   keys: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """run id -> key -> values by step (NaN where a step is missing) of the costs, the
-    metric and the per-layer gradient norms."""
+    metric and the per-layer gradient norms (``keys``, when known: the query then finds
+    them by the metrics table's primary key)."""
     run_ids = [r for r in dict.fromkeys(run_ids) if r]
     points: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    rows = _select_metrics(tracking_uri, run_ids, metric)
+    rows = _select_metrics(tracking_uri, run_ids, metric, keys)
     if rows is None:
         points = _client_points(tracking_uri, run_ids, metric)
     else:
@@ -223,7 +230,8 @@ def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str
             for run_id, keys in points.items()}
 
 
-def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str) -> list | None:
+def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str,
+                    keys: Sequence[str] | None) -> list | None:
     """The wanted metric rows of the runs, read only, a few hundred runs a query; None
     when the store is not an SQL store on a schema ``mlflow_sql`` was tested with (its
     gate, without importing MLflow, which costs seconds)."""
@@ -237,11 +245,16 @@ def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str) -> list 
     if not is_sql_store(tracking_uri) or \
             os.environ.get(mlflow_sql.PLAIN_MLFLOW, "").strip() not in ("", "0"):
         return None
-    statement = text(
-        "SELECT run_uuid, key, step, value, is_nan FROM metrics WHERE run_uuid IN :ids "
-        "AND (key IN :keys OR key LIKE 'grad\\_norm/layer%' ESCAPE '\\')"
-    ).bindparams(bindparam("ids", expanding=True), bindparam("keys", expanding=True))
-    keys = sorted({*COST_KEYS, metric})
+    if keys:
+        statement = text("SELECT run_uuid, key, step, value, is_nan FROM metrics "
+                         "WHERE run_uuid IN :ids AND key IN :keys")
+    else:
+        statement = text(
+            "SELECT run_uuid, key, step, value, is_nan FROM metrics WHERE run_uuid IN :ids "
+            "AND (key IN :keys OR key LIKE 'grad\\_norm/layer%' ESCAPE '\\')")
+    statement = statement.bindparams(bindparam("ids", expanding=True),
+                                     bindparam("keys", expanding=True))
+    keys = sorted(keys) if keys else sorted({*COST_KEYS, metric})
     engine = create_engine(tracking_uri)
     try:
         with engine.connect() as connection:
