@@ -349,9 +349,12 @@ class Driver:
             decision, new = judged
             if new:
                 self._decisions.append(decision)
+            handle = self._handle_of[live.trial_id]
             if decision.stop and not live.stopping:
                 live.stopping = True
-                self.executor.stop(self._handle_of[live.trial_id], live.trial_id, live.attempt)
+                self.executor.stop(handle, live.trial_id, live.attempt)
+            elif not decision.stop:
+                self.executor.decided(handle, live.trial_id, live.attempt, decision.epoch)
 
     def _on_checkpoint(self, message: CheckpointSaved) -> None:
         self._flush()  # metrics up to the checkpoint are in MLflow before it counts

@@ -8,6 +8,7 @@ the driver's unit tests run them in-process behind the same interface.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,7 +44,11 @@ class Executor(Protocol):
 
     def stop(self, handle: Handle, trial_id: int, attempt: int) -> None:
         """Ask the task to stop the trial's attempt early (its end still comes): the trial
-        polls once an epoch, without waiting for the answer."""
+        polls once an epoch."""
+
+    def decided(self, handle: Handle, trial_id: int, attempt: int, epoch: int) -> None:
+        """Tell the task the trial's attempt goes on past its decision at ``epoch`` (a
+        trial that waits for the verdict after a decision epoch goes on at once)."""
 
 
 @functools.cache
@@ -58,45 +63,59 @@ def _remote_pack():
 
 
 class _StopFlags:
-    """The early stops of one sweep's driver: a Ray actor (no CPU) trials poll."""
+    """The early-stopping verdicts of one sweep's driver: a Ray actor (no CPU) trials poll."""
 
     def __init__(self) -> None:
         self.stopped: set[tuple[int, int]] = set()
+        self.decided: dict[tuple[int, int], int] = {}  # go on past this decision epoch
 
     def stop(self, trial_id: int, attempt: int) -> None:
         self.stopped.add((trial_id, attempt))
 
-    def is_stopped(self, trial_id: int, attempt: int) -> bool:
-        return (trial_id, attempt) in self.stopped
+    def go_on(self, trial_id: int, attempt: int, epoch: int) -> None:
+        key = (trial_id, attempt)
+        self.decided[key] = max(epoch, self.decided.get(key, 0))
+
+    def verdict(self, trial_id: int, attempt: int, epoch: int) -> bool | None:
+        """True: stop; False: go on; None: the decision at ``epoch`` is not made yet."""
+        if (trial_id, attempt) in self.stopped:
+            return True
+        if epoch and self.decided.get((trial_id, attempt), 0) < epoch:
+            return None
+        return False
 
 
 class RayStops:
-    """A trial's view of the stop flags. A poll asks the actor and waits for its answer a
-    few milliseconds at most (an answer late is taken at the next poll), so a stop decided
-    during an epoch is seen at its end and an epoch never waits long."""
+    """A trial's view of the verdicts. After a decision epoch the trial waits for the
+    verdict on it up to the time of one epoch (its slot would have run one more), asking
+    again while it is not made; any other epoch it waits a few milliseconds at most. A
+    stop decided late is seen at a later epoch's poll."""
 
     WAIT_SECONDS = 0.005
+    MAX_WAIT_SECONDS = 1.0
+    ASK_EVERY = 0.002
 
     def __init__(self, actor) -> None:
         self.actor = actor
-        self._asked: dict[tuple[int, int], object] = {}
 
-    def __getstate__(self) -> dict:
-        return {"actor": self.actor}
-
-    def __setstate__(self, state: dict) -> None:
-        self.actor, self._asked = state["actor"], {}
-
-    def __call__(self, trial_id: int, attempt: int) -> bool:
+    def __call__(self, trial_id: int, attempt: int, epoch: int = 0,
+                 wait: float = 0.0) -> bool:
         import ray
 
-        key = (trial_id, attempt)
-        asked = self._asked.pop(key, None) or self.actor.is_stopped.remote(trial_id, attempt)
-        ready, _ = ray.wait([asked], timeout=self.WAIT_SECONDS)
-        if not ready:
-            self._asked[key] = asked
-            return False
-        return bool(ray.get(asked))
+        deadline = time.monotonic() + (min(max(wait, self.WAIT_SECONDS),
+                                           self.MAX_WAIT_SECONDS) if epoch
+                                       else self.WAIT_SECONDS)
+        while True:
+            asked = self.actor.verdict.remote(trial_id, attempt, epoch)
+            ready, _ = ray.wait([asked], timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            answer = ray.get(asked)
+            if answer is not None:
+                return answer
+            if time.monotonic() + self.ASK_EVERY >= deadline:
+                return False
+            time.sleep(self.ASK_EVERY)
 
 
 class RayExecutor:
@@ -124,6 +143,10 @@ class RayExecutor:
     def stop(self, handle: Handle, trial_id: int, attempt: int) -> None:
         if self._flags is not None:
             self._flags.stop.remote(trial_id, attempt)
+
+    def decided(self, handle: Handle, trial_id: int, attempt: int, epoch: int) -> None:
+        if self._flags is not None:
+            self._flags.go_on.remote(trial_id, attempt, epoch)
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
         if not handles:

@@ -88,13 +88,14 @@ class FakeExecutor:
         self.cancelled: list[FakeTask] = []
         self.hung: set[int] = set()
         self.stopped: list[tuple[int, int]] = []  # early stops asked, in order
+        self.going_on: list[tuple[int, int, int]] = []  # decisions to go on, in order
         self.most_in_flight = 0
 
     def submit(self, pack: Sequence[Work]) -> FakeTask:
         task = FakeTask(len(self.tasks), list(pack),
                         run_pack(list(pack), 1, 0.0, *self.datasets,
-                                 stops=lambda trial_id, attempt: (trial_id, attempt)
-                                 in self.stopped))
+                                 stops=lambda trial_id, attempt, epoch, wait:
+                                 (trial_id, attempt) in self.stopped))
         self.tasks.append(task)
         return task
 
@@ -125,6 +126,9 @@ class FakeExecutor:
 
     def stop(self, task: FakeTask, trial_id: int, attempt: int) -> None:
         self.stopped.append((trial_id, attempt))
+
+    def decided(self, task: FakeTask, trial_id: int, attempt: int, epoch: int) -> None:
+        self.going_on.append((trial_id, attempt, epoch))
 
 
 # ---- stores and a sweep ----------------------------------------------------------------
@@ -533,6 +537,8 @@ def test_asha_stops_trials_at_their_rung_and_they_stay_results(ledger, store):
     assert recorded_decisions(sweep) == ASHA_DECISIONS
     by_index = {t.index: t for t in sweep.trials()}
     assert executor.stopped == [(by_index[i].id, 0) for i in (1, 3, 5)]
+    assert executor.going_on == [(by_index[i].id, 0, epoch) for i, epoch, _, _, stop
+                                 in ASHA_DECISIONS if not stop]
     assert driver.counts == {FINISHED: 3, PRUNED: 3}
     assert_counts_match_ledger(sweep, driver)
     for index, trial in by_index.items():
