@@ -2,7 +2,7 @@
 
 - ``cost_curve.png``: train and validation cost per epoch;
 - ``gradient_flow.png``: each layer's gradient norm ``grad_norm/layer{i}`` (solid) and
-  backward error-signal norm ``delta_norm/layer{i}`` (dashed) per epoch on one log axis,
+  backward error-signal norm ``delta_norm/layer{i}`` (thin) per epoch on one log axis,
   layers coloured input side (dark) to output side (light).
 
 ``trial_files`` makes them as bytes, which is what a sweep's worker sends to the driver.
@@ -62,19 +62,19 @@ def cost_curve_png(history: Mapping[str, Sequence[float]], title: str,
 
 def gradient_flow_png(history: Mapping[str, Sequence[float]], title: str,
                       first_epoch: int = 0) -> bytes:
-    """Per-layer gradient norm (solid) and error-signal norm (dashed) per epoch, log axis."""
+    """Per-layer gradient norm (thick) and error-signal norm (thin) per epoch, log axis."""
     pairs = layer_keys(history)
     layers = sorted({layer for kind in pairs.values() for layer, _ in kind})
     colours = dict(zip(layers, plots.ramp(len(layers)), strict=True))
     chart = plots.Chart(f"{title}: gradient flow", "epoch",
-                        "norm (solid ||dL/dW||, dashed error signal ||delta||)", ylog=True,
+                        "norm (thick: gradient ||dL/dW||, thin: error signal ||delta||)", ylog=True,
                         note="no gradient norms tracked (train.track)")
-    for kind, dashed in (("grad_norm", False), ("delta_norm", True)):
+    for kind, thin in (("grad_norm", False), ("delta_norm", True)):
         for layer, key in pairs[kind]:
             values = np.asarray(history[key], dtype=float)
-            label = f"layer{layer}" if not dashed or not pairs["grad_norm"] else ""
+            label = f"layer{layer}" if not thin or not pairs["grad_norm"] else ""
             chart.line(first_epoch + np.arange(len(values)), values, colours[layer], label,
-                       dashed=dashed)
+                       thin=thin)
     return chart.png()
 
 

@@ -148,7 +148,7 @@ class _Series:
     colour: tuple[int, int, int]
     label: str = ""
     y2: np.ndarray | None = None
-    dashed: bool = False
+    thin: bool = False
 
 
 @dataclass
@@ -165,9 +165,9 @@ class Chart:
     note: str = ""  # shown in the plot area when nothing is drawn
     series: list[_Series] = field(default_factory=list)
 
-    def line(self, x, y, colour, label: str = "", dashed: bool = False) -> None:
+    def line(self, x, y, colour, label: str = "", thin: bool = False) -> None:
         self.series.append(_Series("line", _floats(x), _floats(y), colour, label,
-                                   dashed=dashed))
+                                   thin=thin))
 
     def band(self, x, low, high, colour) -> None:
         self.series.append(_Series("band", _floats(x), _floats(low), colour, y2=_floats(high)))
@@ -218,17 +218,14 @@ class Chart:
                     if len(points) == 1:
                         px, py = points[0]
                         draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=s.colour)
-                    elif s.dashed:
-                        for i in range(0, len(points) - 1, 2):
-                            draw.line(points[i:i + 2], fill=s.colour, width=2)
                     else:
-                        draw.line(points, fill=s.colour, width=2)
+                        draw.line(points, fill=s.colour, width=1 if s.thin else 2)
             elif s.kind == "points":
                 for xs, ys, _ in _finite_runs(s.x, s.y, None, self.xlog, self.ylog):
                     for px, py in zip(fx(xs), fy(ys), strict=True):
                         draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=s.colour)
         self._legend(draw, box)
-        return _encode(image, colours=64)
+        return _encode(image)
 
     def _ranges(self):
         xs, ys = [], []
@@ -397,16 +394,10 @@ def _mapper(low: float, high: float, start: float, end: float, log: bool):
     return to_pixels
 
 
-def _encode(image, colours: int = 0) -> bytes:
-    """PNG bytes, fast to make: light compression; with ``colours``, a palette of that
-    many (a chart's few flat colours and their antialiased edges keep their look, and a
-    third of the bytes encode faster)."""
-    from PIL import Image
-
+def _encode(image) -> bytes:
+    """PNG bytes, fast to make (light compression)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    if colours:
-        image = image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
