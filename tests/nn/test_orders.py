@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nnchain.errors import SpecError
-from nnchain.nn import build_network, make_optimizer, train_epochs
+from nnchain.nn import OPTIMIZERS, build_network, make_optimizer, train_epochs
 from nnchain.nn.gradcheck import check_network, numeric_gradient
 
 SIZES = [3, 5, 4, 2]
@@ -107,10 +107,11 @@ def scale_update(optimizer, name: str, grad: np.ndarray, t: int, scale: float) -
         optimizer.lr = lr
 
 
-def engine_run(order: str, optimizer_name: str, lr: float, layer_lr=None):
+def engine_run(order: str, optimizer_name: str, lr: float, layer_lr=None,
+               weight_decay: float = 0.0):
     x, y = data()
     net = network()
-    optimizer = make_optimizer(optimizer_name, net, lr=lr)
+    optimizer = make_optimizer(optimizer_name, net, lr=lr, weight_decay=weight_decay)
     records = list(train_epochs(net, optimizer, x, y, epochs=EPOCHS, batch_size=BATCH,
                                 rng=np.random.default_rng(3), diagnostics=False,
                                 update_order=order, layer_lr=layer_lr))
@@ -145,9 +146,13 @@ def test_layer_lr_scales_each_layer_as_the_plain_loop(order):
         np.testing.assert_allclose(weights[name], array, rtol=0, atol=1e-12, err_msg=name)
 
 
-def test_unit_layer_lr_equals_none_in_simultaneous_order():
-    plain, _ = engine_run("simultaneous", "adam", 0.05)
-    ones, _ = engine_run("simultaneous", "adam", 0.05, layer_lr=[1, 1, 1])
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_per_layer_steps_equal_the_whole_step_for_every_optimizer(optimizer_name):
+    """Layer by layer from the same grads (layer_lr all 1) is the flat step, bit for bit:
+    each layer's optimizer state is its own part of the flat state, weight decay included."""
+    plain, _ = engine_run("simultaneous", optimizer_name, 0.05, weight_decay=0.01)
+    ones, _ = engine_run("simultaneous", optimizer_name, 0.05, layer_lr=[1, 1, 1],
+                         weight_decay=0.01)
     for name, array in plain.items():
         np.testing.assert_array_equal(ones[name], array)
 
@@ -247,3 +252,30 @@ def test_simultaneous_effect_leaves_the_step_unchanged():
         runs.append(net.get_weights())
     for name, array in runs[0].items():
         np.testing.assert_array_equal(runs[1][name], array)
+
+
+@pytest.mark.parametrize("order", ["output_first", "input_first"])
+def test_sequential_effects_add_up_to_the_batch_cost_drop(order):
+    """Each effect is the cost before a layer's update minus the cost after it, so over the
+    layers they add up to the batch's whole drop."""
+    x, y = data()
+    net = network()
+    before = net.loss(x, y)
+    record, = train_epochs(net, make_optimizer("adam", net, lr=0.05), x, y, epochs=1,
+                           batch_size=None, rng=np.random.default_rng(0),
+                           diagnostics=["effect"], update_order=order)
+    total = sum(record.metrics[f"effect/layer{k}"] for k in (1, 2, 3))
+    assert total == pytest.approx(before - net.loss(x, y), abs=1e-15)
+    assert record.metrics["train_cost"] == before
+
+
+@pytest.mark.parametrize("order", ["output_first", "input_first"])
+def test_float32_sequential_training_stays_float32(order):
+    x, y = data()
+    net = build_network(SIZES, activation="tanh", output="softmax", cost="cross_entropy",
+                        init="glorot_uniform", rng=np.random.default_rng(7), dtype=np.float32)
+    list(train_epochs(net, make_optimizer("momentum", net, lr=0.1, weight_decay=0.01), x, y,
+                      epochs=2, batch_size=BATCH, rng=np.random.default_rng(3),
+                      update_order=order, layer_lr=[1.0, 0.5, 2.0]))
+    assert all(param.dtype == np.float32 for _, param, _ in net.parameters())
+    assert all(np.all(np.isfinite(param)) for _, param, _ in net.parameters())
