@@ -99,6 +99,16 @@ def _no_progress_bars() -> Iterator[None]:
             os.environ[key] = previous
 
 
+def _leave_a_removed_cwd() -> None:
+    """MLflow's save_model reads the working directory (for uv projects), which fails if it
+    was removed: a sweep submitted as a Ray job can outlive the job's working_dir on the
+    head. Such a process moves to the temp folder; any other stays where it is."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        os.chdir(tempfile.gettempdir())
+
+
 def requirements() -> list[str]:
     """What the model needs where it is loaded: nnchain itself is installed there (it is not
     on PyPI; serve with ``--env-manager local`` in an environment that has it)."""
@@ -150,6 +160,7 @@ def log_trial_model(uri: str, run_id: str, config: Mapping,
             inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, len(data.features)))]),
             outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, len(data.outputs)))]))
         local = folder / "model"
+        _leave_a_removed_cwd()
         with _no_progress_bars():
             mlflow.pyfunc.save_model(
                 str(local), python_model=str(MODEL_FILE), artifacts=artifacts,

@@ -230,6 +230,62 @@ def test_nnchains_own_forward_pass_agrees(store, tmp_path):
                                rtol=0, atol=1e-12)
 
 
+def test_the_model_loads_with_nnchains_engine_only(store, tmp_path):
+    """Loading the model imports nnchain.nn and the weights reader, not the runner, the
+    ledger, the tracking code, the data loaders, Ray or SQLAlchemy (checked in a fresh
+    process, against what ``import mlflow.pyfunc`` imported already)."""
+    import mlflow
+
+    folder = mlflow.artifacts.download_artifacts(
+        artifact_uri=parent(store, "binary").data.tags["nnchain.best_model_uri"],
+        dst_path=str(tmp_path), tracking_uri=store["uri"])
+    code = (
+        "import json, sys\n"
+        "import mlflow.pyfunc\n"
+        "before = set(sys.modules)\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1], suppress_warnings=True)\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n")
+    done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "nnchain.nn.network" in loaded and "nnchain.weights" in loaded
+    heavy = ("nnchain.tracking", "nnchain.runner", "nnchain.ledger", "nnchain.job",
+             "nnchain.data", "nnchain.config", "nnchain.sweep", "ray", "sqlalchemy")
+    assert not [m for m in loaded if m.startswith(heavy)], loaded
+
+
+def test_a_driver_whose_working_directory_was_removed_still_logs(store, tmp_path):
+    """A sweep submitted as a Ray job can outlive its working_dir on the head; MLflow's
+    save_model reads the working directory. Checked in a process whose cwd is gone."""
+    client = store["client"]
+    best = parent(store, "binary").data.tags["nnchain.best_run_id"]
+    run_id = client.create_run(client.get_run(best).info.experiment_id).info.run_id
+    client.set_terminated(run_id)
+    gone = tmp_path / "gone"
+    code = (
+        "import os, shutil, sys\n"
+        "from nnchain.job import make_data\n"
+        "from nnchain.ledger import sweeps\n"
+        "from nnchain.ledger.store import open_ledger, resolve_ledger_url\n"
+        "from nnchain.tracking.models import log_run_model\n"
+        "from nnchain.tracking.store import open_client\n"
+        "uri, best, run_id, gone = sys.argv[1:]\n"
+        "client = open_client(uri)\n"
+        "ledger = open_ledger(resolve_ledger_url(uri, None), create=False)\n"
+        "config = next(t.config for s, _ in sweeps.list_sweeps(ledger)\n"
+        "              for t in sweeps.trials_of(ledger, s.id) if t.run_id == best)\n"
+        "path = client.download_artifacts(best, 'weights.npz', os.path.dirname(gone))\n"
+        "client.log_artifact(run_id, path)\n"
+        "os.makedirs(gone); os.chdir(gone); shutil.rmtree(gone)\n"
+        "print(log_run_model(client, uri, run_id, config))\n")
+    done = subprocess.run([sys.executable, "-c", code, store["uri"], best, run_id, str(gone)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model_uri = done.stdout.strip().splitlines()[-1]
+    assert client.get_run(run_id).data.tags["nnchain.model_uri"] == model_uri
+
+
 # ---- promote and the registry --------------------------------------------------------------
 
 def test_promote_registers_the_best_trial_and_sets_the_alias(store):
