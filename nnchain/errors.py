@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import reprlib
 
+from nnchain.credentials import scrub_text
+
 
 class _BoundedRepr(reprlib.Repr):
     """reprlib's bounds, plus huge ints shown by size (their str() may be refused or slow)."""
@@ -32,7 +34,11 @@ def shown(value: object) -> str:
 
 
 class NnchainError(Exception):
-    """Base class of every error nnchain raises on purpose."""
+    """Base class of every error nnchain raises on purpose. Its text never shows a password
+    of a URI it quotes (``nnchain.credentials``)."""
+
+    def __str__(self) -> str:
+        return scrub_text(super().__str__())
 
 
 class SpecError(NnchainError):
@@ -47,7 +53,7 @@ class SpecError(NnchainError):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
+        return scrub_text(f"{self.field}: {self.message}" if self.field else self.message)
 
 
 class DivergedError(NnchainError):
