@@ -55,8 +55,8 @@ def free_name(ledger: Ledger, name: str) -> str:
             (Sweep.name == name) | Sweep.name.like(f"{name}-%"))))
     if name not in taken:
         return name
-    pattern = re.compile(re.escape(name) + r"-(\d+)$")
-    numbers = [int(m.group(1)) for t in taken if (m := pattern.match(t))]
+    pattern = re.compile(re.escape(name) + r"-(\d+)")
+    numbers = [int(m.group(1)) for t in taken if (m := pattern.fullmatch(t))]
     free = f"{name}-{max(numbers, default=1) + 1}"
     if len(free) > NAME_MAX_LENGTH:
         raise SpecError("--name", f"must be a free name; {name!r} is taken and {free!r} is "
