@@ -332,8 +332,8 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
 
     uri = resolve_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="nnchain-load-") as tmp:
-        try:
-            with _no_progress_bars():
+        try:  # models:/ URIs are resolved through the process's tracking URI
+            with _no_progress_bars(), _tracking_uri(uri):
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:

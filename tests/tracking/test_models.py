@@ -369,6 +369,27 @@ def test_predict_prints_csv_and_json_equal_to_pyfunc(store, tmp_path):
     np.testing.assert_array_equal(np.array(out["predictions"]), expected)
 
 
+def test_predict_by_alias_uses_the_given_store_only(store, tmp_path):
+    """models:/NAME@ALIAS resolved through --tracking-uri, with MLflow's process-wide
+    tracking URI unset (as in a fresh `nnchain predict`)."""
+    import mlflow
+
+    if not store["client"].search_registered_models(filter_string="name = 'xor-net'"):
+        test_promote_registers_the_best_trial_and_sets_the_alias(store)
+    x = np.array([[0.1, 0.9], [0.9, 0.9]])
+    expected = mlflow.pyfunc.load_model("models:/xor-net@champion").predict(x)
+    np.savez(tmp_path / "rows.npz", x=x)
+    mlflow.set_tracking_uri(None)
+    try:
+        done = cli("predict", "models:/xor-net@champion", str(tmp_path / "rows.npz"),
+                   "--format", "json", "--tracking-uri", store["uri"])
+        assert not mlflow.is_tracking_uri_set()
+    finally:
+        mlflow.set_tracking_uri(store["uri"])
+    assert done.exit_code == 0, done.output
+    np.testing.assert_array_equal(np.array(json.loads(done.output)["predictions"]), expected)
+
+
 def test_predict_wrong_column_count_names_expected_and_given(store, tmp_path):
     run_id = parent(store, "binary").data.tags["nnchain.best_run_id"]
     rows = tmp_path / "three.csv"
