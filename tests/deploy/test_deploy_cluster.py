@@ -455,3 +455,55 @@ def test_no_password_in_params_tags_or_any_log(deployment, admin_client):
         leaks = [name for name, text in texts.items() if secret in text]
         assert not leaks, f"the {secret_name} password appears in {leaks}"
     assert sweeps[0]["tracking_uri"] == deployment.mlflow_url
+
+
+def test_the_best_model_is_registered_and_predicts_through_the_auth_server(
+        deployment, admin_client, tmp_path):
+    """The sweep's driver logged its best trial as a model through the server (as the
+    service user); an admin promotes it and predicts by alias, both through the server."""
+    import mlflow
+    import numpy as np
+
+    _, runs = _runs(admin_client)
+    parent = next(r for r in runs if r.data.tags.get("nnchain.kind") == "sweep")
+    model_uri = parent.data.tags["nnchain.best_model_uri"]
+    best = admin_client.get_run(parent.data.tags["nnchain.best_run_id"])
+    assert best.data.tags["nnchain.model_uri"] == model_uri
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "NNCHAIN_"))}
+    env.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=deployment.secrets[
+        "admin"], NNCHAIN_LEDGER_URL=deployment.ledger_url, MLFLOW_DISABLE_TELEMETRY="true")
+    promoted = subprocess.run(
+        nnchain_command("promote", "deploy-grid", "--name", "deploy-net", "--alias",
+                        "champion", "--tracking-uri", deployment.mlflow_url, "--format",
+                        "json"), env=env, capture_output=True, text=True, timeout=180)
+    assert promoted.returncode == 0, promoted.stderr
+    version = admin_client.get_model_version_by_alias("deploy-net", "champion")
+    assert str(version.version) == str(json.loads(promoted.stdout)["version"])
+    assert version.run_id == best.info.run_id and version.source == model_uri
+
+    rows = np.array([[0.1, 0.9], [0.9, 0.9], [0.2, 0.1]])
+    (tmp_path / "rows.csv").write_text("x0,x1\n" + "".join(f"{a},{b}\n" for a, b in
+                                                            rows.tolist()))
+    predicted = subprocess.run(
+        nnchain_command("predict", "models:/deploy-net@champion", str(tmp_path / "rows.csv"),
+                        "--format", "json", "--tracking-uri", deployment.mlflow_url),
+        env=env, capture_output=True, text=True, timeout=180)
+    assert predicted.returncode == 0, predicted.stderr
+    got = np.array(json.loads(predicted.stdout)["predictions"])
+
+    mlflow.set_tracking_uri(deployment.mlflow_url)  # MLflow resolves models:/ through it
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=str(tmp_path / "model")))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    with np.load(folder / "artifacts" / "weights.npz", allow_pickle=False) as archive:
+        weights = {key: archive[key].astype(np.float64) for key in archive.files}
+    with np.load(folder / "artifacts" / "scaling.npz", allow_pickle=False) as archive:
+        a = (rows - archive["mean"]) / archive["scale"]
+    layers = len(weights) // 2
+    for i in range(1, layers):
+        a = np.tanh(a @ weights[f"W{i}"] + weights[f"b{i}"])
+    p = 1 / (1 + np.exp(-(a @ weights[f"W{layers}"] + weights[f"b{layers}"])))
+    np.testing.assert_allclose(got, np.hstack([1 - p, p]), rtol=0, atol=1e-12)
