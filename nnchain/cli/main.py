@@ -81,7 +81,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from nnchain.cli import compare, report, submit, sweep, train, ui, verify
+    from nnchain.cli import compare, models, report, submit, sweep, train, ui, verify
 
     main.add_command(train.train)
     main.add_command(train.gradcheck)
@@ -91,6 +91,8 @@ def _register() -> None:
     main.add_command(compare.compare)
     main.add_command(ui.ui)
     main.add_command(report.report)
+    main.add_command(models.promote)
+    main.add_command(models.predict)
 
 
 _register()
