@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,6 +58,12 @@ def check_address(address: str | None) -> None:
                                      f"{address!r}")
 
 
+def _loopback_address(address: str) -> bool:
+    """Whether a Ray address names this host's loopback (a local Ray nnchain started)."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    return parts.scheme == "tcp" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -83,8 +89,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     if not address:
         _start_local(num_cpus, quiet)
         return ray.cluster_resources()
+    # A driver joining a loopback-only local Ray must itself be a loopback node: else Ray
+    # swaps 127.0.0.1 for the host's address, where nothing of that Ray listens.
+    joining = _loopback_node() if _loopback_address(address) else nullcontext()
     try:
-        ray.init(address=address, **quiet)
+        with joining:
+            ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SpecError("--address", f"must reach a running Ray cluster, could not connect to "
                                      f"{address!r}: {_first_line(exc)}") from None
