@@ -87,24 +87,22 @@ class _StopFlags:
 
 class RayStops:
     """A trial's view of the verdicts. After a decision epoch the trial waits for the
-    verdict on it up to the time of one epoch (its slot would have run one more), asking
-    again while it is not made; any other epoch it waits a few milliseconds at most. A
-    stop decided late is seen at a later epoch's poll."""
+    verdict on it, asking again while it is not made, as a Ray Tune trial waits on each
+    report: a stop then lands at the epoch judged however loaded the driver. A driver that
+    does not answer in ``MAX_WAIT_SECONDS`` (stuck) lets it go on; a stop decided late is
+    seen at a later epoch's poll, which waits a few milliseconds at most."""
 
     WAIT_SECONDS = 0.005
-    MAX_WAIT_SECONDS = 1.0
+    MAX_WAIT_SECONDS = 60.0
     ASK_EVERY = 0.002
 
     def __init__(self, actor) -> None:
         self.actor = actor
 
-    def __call__(self, trial_id: int, attempt: int, epoch: int = 0,
-                 wait: float = 0.0) -> bool:
+    def __call__(self, trial_id: int, attempt: int, epoch: int = 0) -> bool:
         import ray
 
-        deadline = time.monotonic() + (min(max(wait, self.WAIT_SECONDS),
-                                           self.MAX_WAIT_SECONDS) if epoch
-                                       else self.WAIT_SECONDS)
+        deadline = time.monotonic() + (self.MAX_WAIT_SECONDS if epoch else self.WAIT_SECONDS)
         while True:
             asked = self.actor.verdict.remote(trial_id, attempt, epoch)
             ready, _ = ray.wait([asked], timeout=max(0.0, deadline - time.monotonic()))

@@ -43,11 +43,11 @@ class Work:
     pictures: bool = False  # draw cost_curve.png and gradient_flow.png here
 
 
-# Whether the driver asked a trial's attempt to stop: (trial id, attempt, epoch, wait) ->
-# bool, polled once an epoch by a trial under early stopping. ``epoch`` > 0: the trial
-# just reported that decision epoch, and may wait up to ``wait`` s for the verdict on it;
-# otherwise the poll barely waits.
-StopCheck = Callable[[int, int, int, float], bool]
+# Whether the driver asked a trial's attempt to stop: (trial id, attempt, epoch) -> bool,
+# polled once an epoch by a trial under early stopping. ``epoch`` > 0: the trial just
+# reported that decision epoch and waits for the verdict on it; otherwise the poll barely
+# waits.
+StopCheck = Callable[[int, int, int], bool]
 
 
 def _now_ms() -> int:
@@ -110,10 +110,8 @@ def run_trial(work: Work, data: Split, flush_seconds: float,
     final: dict[str, float] = {}
     status, reason, epochs_run = FINISHED, "", start_epoch
     total = work.config["train"]["epochs"]
-    epoch_ended = time.monotonic()
     try:
         for record in _epochs(job, work, start_epoch):
-            epoch_seconds = time.monotonic() - epoch_ended  # its training, yields left out
             columns.add(record.epoch, record.metrics)
             if work.pictures:
                 _keep_history(history, record.epoch - start_epoch, record.metrics)
@@ -131,10 +129,8 @@ def run_trial(work: Work, data: Split, flush_seconds: float,
             judged = epochs_run if epochs_run in work.report_at else 0
             if work.report_at and epochs_run < total and (
                     epochs_run >= work.stop_after > 0 or
-                    (stops is not None and stops(work.trial_id, work.attempt, judged,
-                                                 epoch_seconds))):
+                    (stops is not None and stops(work.trial_id, work.attempt, judged))):
                 break  # stopped early: what ran so far is the trial's result
-            epoch_ended = time.monotonic()
     except DivergedError as exc:
         status, reason = FAILED, str(exc)
     message = columns.take(work.trial_id)

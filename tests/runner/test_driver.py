@@ -94,7 +94,7 @@ class FakeExecutor:
     def submit(self, pack: Sequence[Work]) -> FakeTask:
         task = FakeTask(len(self.tasks), list(pack),
                         run_pack(list(pack), 1, 0.0, *self.datasets,
-                                 stops=lambda trial_id, attempt, epoch, wait:
+                                 stops=lambda trial_id, attempt, epoch:
                                  (trial_id, attempt) in self.stopped))
         self.tasks.append(task)
         return task
