@@ -60,6 +60,9 @@ SPEC_FILE = "sweep.yaml"
 FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 SECRET_ENV = (*FORWARDED_ENV[1:], "PGPASSWORD", "RAY_AUTH_TOKEN")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Ray's refusal while the head's job agent is not up yet; it is tried again this long.
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_SECONDS = 120.0
 
 
 @dataclass
@@ -268,8 +271,8 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     job_id = f"nnchain-{uuid.uuid4().hex[:12]}"
     sweep_id = new_sweep_id()
     try:
-        client.submit_job(
-            entrypoint=build_entrypoint(name, sweep_id, overrides, options),
+        _submit_when_an_agent_answers(
+            client, entrypoint=build_entrypoint(name, sweep_id, overrides, options),
             submission_id=job_id,
             runtime_env={"working_dir": str(working_dir), "env_vars": variables},
             metadata={"nnchain.sweep": name, "nnchain.sweep_id": sweep_id,
@@ -291,6 +294,27 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
         _say(on_log, f"job {job_id} ended {submission.job_status}"
                      + (f": {tail[0][:500]}" if tail else ""))
     return submission
+
+
+def _submit_when_an_agent_answers(client, **job) -> None:
+    """``client.submit_job``, tried again while the head says it has no job agent yet.
+
+    A cluster just started registers the head's agent some seconds after its job API
+    answers (later on a loaded machine); Ray refuses a job meanwhile, before it makes
+    anything, and says to try again later.
+    """
+    deadline, retried = time.monotonic() + AGENT_WAIT_SECONDS, False
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as exc:
+            if retried and "already exists" in str(exc):
+                return  # the agent timed out after it made the job: it is there
+            if NO_AGENT not in str(exc) or time.monotonic() >= deadline:
+                raise
+        retried = True
+        time.sleep(1.0)
 
 
 def _say(on_log: Callable[[str], None] | None, line: str) -> None:

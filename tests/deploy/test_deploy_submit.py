@@ -189,6 +189,36 @@ def test_a_job_that_dies_at_once(nnchain_cli, spec_file, fake_jobs):
     assert f"sweep    {fake_jobs.sweep_id()} (named xor-grid" in result.stdout
 
 
+class BusyHead(FakeJobs):
+    """A head whose job agent is not up for the first ``refusals`` submissions."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def submit_job(self, **kwargs):
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("Request failed with status code 500: No available agent to "
+                               "submit job, please try again later..")
+        return super().submit_job(**kwargs)
+
+
+def test_a_head_without_its_job_agent_yet_is_asked_again(nnchain_cli, spec_file, monkeypatch):
+    head = BusyHead(refusals=3)
+    monkeypatch.setattr(submit_module, "job_client", lambda address: head)
+    monkeypatch.setattr(submit_module.time, "sleep", lambda seconds: None)
+    result = invoke(nnchain_cli, str(spec_file), "--address", "http://head:8265")
+    assert result.exit_code == 0, result.output
+    assert head.refusals == 0 and head.submitted["submission_id"].startswith("nnchain-")
+    head = BusyHead(refusals=10**6)  # never up: refused as before once the wait is over
+    monkeypatch.setattr(submit_module, "AGENT_WAIT_SECONDS", 0.0)
+    result = invoke(nnchain_cli, str(spec_file), "--address", "http://head:8265")
+    assert result.exit_code == 2 and not head.submitted
+    assert "--address: must accept the job" in result.output
+    assert "No available agent" in result.output
+
+
 def test_relative_data_files_are_shipped(nnchain_cli, spec_file, fake_jobs, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "points.csv").write_text("x1,x2,label\n0,0,0\n1,1,1\n0,1,1\n1,0,0\n")
