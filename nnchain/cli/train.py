@@ -26,8 +26,16 @@ def _load_config(spec: str, overrides: tuple[str, ...], *, sweep_ok: bool = Fals
         raise SpecError(spec, f"is a sweep spec (it has `name`, `parameters`, ...); run it "
                               f"with `nnchain sweep run {spec}`")
     from nnchain.sweep import describe_cell, expand, load_sweep_spec
+    from nnchain.sweep.expansion import bayes_template
 
-    first = expand(load_sweep_spec(spec, overrides))[0]
+    sweep = load_sweep_spec(spec, overrides)
+    trials = expand(sweep)
+    if not trials:  # method: bayes proposes its trials as it runs
+        click.echo(f"{spec} is a sweep spec: checking its first cell (a random draw; "
+                   f"method: bayes proposes the others as it runs); "
+                   f"`nnchain sweep run {spec}` runs them all", err=True)
+        return bayes_template(sweep)
+    first = trials[0]
     click.echo(f"{spec} is a sweep spec: checking its first cell ("
                f"{describe_cell(first.overrides) or 'no parameters'}); "
                f"`nnchain sweep run {spec}` runs them all", err=True)

@@ -45,7 +45,7 @@ def load_csv(path: str, target: str | None) -> Dataset:
     if target is None:
         raise SpecError(TARGET_FIELD, f"must name the label column of a CSV file, got nothing "
                                       f"for {path!r}")
-    header, rows, lines = _read_csv(path)
+    header, rows, lines = read_csv(path)
     if target not in header:
         raise SpecError(TARGET_FIELD, f"column {shown(target)} must exist in {path}, "
                                       f"columns are: {_listed(header)}")
@@ -91,7 +91,7 @@ FILE_LOADERS: dict[str, Callable[[str, str | None], Dataset]] = {
 }
 
 
-def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
+def read_csv(path: str, field: str = PATH_FIELD) -> tuple[list[str], list[list[str]], list[int]]:
     """(header, rows, line number of each row); rows all as wide as the header.
 
     The header is checked (column cap, unique names) before any row is read, and every
@@ -109,34 +109,34 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]], list[int]]:
                 if not any(cells):
                     continue
                 if header is None:
-                    header = _check_header(cells, path)
+                    header = _check_header(cells, path, field)
                     continue
                 if len(cells) != len(header):
-                    raise SpecError(PATH_FIELD, f"every row must have {len(header)} fields like "
-                                                f"the header, got {len(cells)} on line "
-                                                f"{reader.line_num} of {path}")
+                    raise SpecError(field, f"every row must have {len(header)} fields like "
+                                           f"the header, got {len(cells)} on line "
+                                           f"{reader.line_num} of {path}")
                 if len(rows) == max_rows:
-                    check_cap("n_samples", max_rows + 1, PATH_FIELD, f"data rows in {path}")
+                    check_cap("n_samples", max_rows + 1, field, f"data rows in {path}")
                 rows.append(cells)
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise SpecError(PATH_FIELD, f"must be a readable UTF-8 CSV file, got {path} "
-                                    f"({_first_line(error)})") from None
+        raise SpecError(field, f"must be a readable UTF-8 CSV file, got {path} "
+                               f"({_first_line(error)})") from None
     if header is None:
-        raise SpecError(PATH_FIELD, f"a CSV must start with a header row, got an empty file "
-                                    f"{path}")
+        raise SpecError(field, f"a CSV must start with a header row, got an empty file "
+                               f"{path}")
     return header, rows, lines
 
 
-def _check_header(header: list[str], path: str) -> list[str]:
+def _check_header(header: list[str], path: str, field: str) -> list[str]:
     """At most the column cap of features (plus the label), names unique and non-empty:
     one pass over the names."""
-    check_cap("columns", len(header) - 1, PATH_FIELD, f"feature columns in {path}")
+    check_cap("columns", len(header) - 1, field, f"feature columns in {path}")
     counts = Counter(header)
     for name in header:
         if counts[name] > 1 or not name:
-            raise SpecError(PATH_FIELD, f"header names must be unique and non-empty, got "
-                                        f"{shown(name)} {counts[name]} times in {path}")
+            raise SpecError(field, f"header names must be unique and non-empty, got "
+                                   f"{shown(name)} {counts[name]} times in {path}")
     return header
 
 

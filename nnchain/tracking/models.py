@@ -11,6 +11,7 @@ logged once. Prediction is in float64 whatever dtype the trial trained in.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -353,27 +354,38 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
 
 def read_input(path: str | Path, features: list[str]) -> np.ndarray:
     """Rows to predict, x (n, d) float64, from a CSV with a header or an NPZ (key ``x``, or
-    its one array). CSV columns named like the model's features are taken by name."""
+    its one array), read by nnchain's bounded readers (sizes checked before data is read).
+    CSV columns named like the model's features are taken by name."""
+    from nnchain.data.files import read_csv
+    from nnchain.limits import check_cap
+    from nnchain.npz import open_npz
+
     path = Path(path)
     if not path.is_file():
         raise SpecError("INPUT", f"must be an existing .csv or .npz file, got '{path}'")
+    given = None
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            keys = archive.files
+        with open_npz(path, "INPUT", str(path)) as archive:
+            keys = list(archive.members)
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise SpecError("INPUT", f"an .npz must hold an array 'x' or one array, "
-                                         f"'{path}' holds {', '.join(keys)}")
-            x = np.asarray(archive[key])
-        given = None
+                                         f"'{path}' holds {', '.join(keys[:8])}")
+            shape = archive.members[key].shape
+            check_cap("n_samples", shape[0] if shape else 1, "INPUT", f"rows in {path}")
+            check_cap("columns", math.prod(shape[1:]), "INPUT", f"columns in {path}")
+            x = np.asarray(archive.load(key))
     elif path.suffix.lower() == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(path)
-        given = [str(c) for c in frame.columns]
+        given, rows, _ = read_csv(str(path), "INPUT")
         if set(features) <= set(given):  # by name: other columns (a target) are left out
-            frame = frame[features]
-        x = frame.to_numpy()
+            where = {name: column for column, name in enumerate(given)}
+            rows = [[row[where[name]] for name in features] for row in rows]
+            given = None
+        try:
+            x = np.array(rows, dtype=np.float64).reshape(len(rows), -1 if rows else
+                                                         len(given or features))
+        except ValueError:
+            raise SpecError("INPUT", f"must hold numbers only, '{path}' does not") from None
     else:
         raise SpecError("INPUT", f"must be a .csv or .npz file, got '{path}'")
     if x.ndim == 1:

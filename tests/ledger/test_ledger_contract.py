@@ -15,6 +15,7 @@ from nnchain.ledger.states import (
     FINISHED,
     KILLED,
     PENDING,
+    PRUNED,
     RUNNING,
     TRANSITIONS,
     TRIAL_STATES,
@@ -192,6 +193,7 @@ def test_a_write_retried_after_its_answer_was_lost_is_accepted(ledger):
 OPERATIONS = {
     RUNNING: lambda ledger, trial: ledger_ops.start_trial(ledger, trial, "run", 0),
     FINISHED: lambda ledger, trial: ledger_ops.end_trial(ledger, trial, FINISHED),
+    PRUNED: lambda ledger, trial: ledger_ops.end_trial(ledger, trial, PRUNED),
     FAILED: lambda ledger, trial: ledger_ops.end_trial(ledger, trial, FAILED, "bad"),
     KILLED: lambda ledger, trial: ledger_ops.kill_trials(ledger, [trial], "cancelled"),
     PENDING: lambda ledger, trial: ledger_ops.requeue_trials(ledger, [trial]),
@@ -219,7 +221,7 @@ def test_every_state_change_follows_the_table(ledger):
                 assert f"{old} -> {new} is not allowed" in str(caught.value)
                 assert states(ledger) == [old], (old, new)
                 refused += 1
-    assert refused == 11  # FINISHED: 4, PENDING: 1, FAILED and KILLED: 3 each
+    assert refused == 20  # FINISHED and PRUNED: 5 each, FAILED and KILLED: 4 each, PENDING: 2
 
 
 def test_a_refused_change_rolls_back_its_whole_flush(ledger):

@@ -105,7 +105,7 @@ def test_nothing_matching_is_an_empty_result_not_an_error(ledger):
     ("trian.lr<0.1", "did you mean 'train.lr'"),
     ("val_cots.min<0.1", "did you mean 'val_cost.min'"),
     ("lr_rate=1", "got 'lr_rate'"),
-    ("state=DONE", "state must be one of PENDING, RUNNING, FINISHED, FAILED, KILLED"),
+    ("state=DONE", "state must be one of PENDING, RUNNING, FINISHED, PRUNED, FAILED, KILLED"),
     ("state=FINSHED", "did you mean 'FINISHED'"),
     ("state>FAILED", "state takes = or !="),
     ("train.lr>>0.1", "OP must be one of = != < <= > >=, got '>>'"),

@@ -401,6 +401,32 @@ def test_predict_wrong_column_count_names_expected_and_given(store, tmp_path):
     assert "must have 2 columns (x0, x1), got 3 (p, q, r)" in lines[0]
 
 
+def test_predict_reads_its_input_through_the_bounded_readers(store, tmp_path):
+    """Columns taken by name (a target column left out); a declared shape over the limits
+    refused from the .npz header, before any data is read; a non-number named."""
+    run_id = parent(store, "binary").data.tags["nnchain.best_run_id"]
+    uri = f"runs:/{run_id}/model"
+    by_name = tmp_path / "named.csv"
+    by_name.write_text("label,x1,x0\n1,0.5,-0.25\n0,2,3\n")
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=np.array([[-0.25, 0.5], [3.0, 2.0]]))
+    from_csv = cli("predict", uri, str(by_name), "--format", "json", "--tracking-uri",
+                   store["uri"])
+    from_npz = cli("predict", uri, str(plain), "--format", "json", "--tracking-uri",
+                   store["uri"])
+    assert from_csv.exit_code == from_npz.exit_code == 0, (from_csv.output, from_npz.output)
+    assert json.loads(from_csv.stdout) == json.loads(from_npz.stdout)
+    wide = tmp_path / "wide.npz"  # 10 MB of zeros declared: refused by its header
+    np.savez_compressed(wide, x=np.zeros((1, 1_250_000)))
+    refused = cli("predict", uri, str(wide), "--tracking-uri", store["uri"])
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert "INPUT" in refused.output and "columns limit" in refused.output
+    words = tmp_path / "words.csv"
+    words.write_text("x0,x1\n1,two\n")
+    refused = cli("predict", uri, str(words), "--tracking-uri", store["uri"])
+    assert refused.exit_code == 2 and "must hold numbers only" in refused.output
+
+
 def test_a_model_folder_holding_a_pickle_is_refused(store, tmp_path):
     import mlflow
 
