@@ -29,7 +29,6 @@ SEED = "seed"  # the repeats' key in a trial's overrides
 RANKED = (FINISHED, "PRUNED")  # trials whose last value counts in the ranking
 COST_KEYS = ("train_cost", "val_cost")
 GRAD_KEY = re.compile(r"^grad_norm/layer(\d+)$")
-IDS_PER_QUERY = 10_000  # run ids bound in one query (SQLite allows 32,766 values)
 
 
 @dataclass
@@ -232,41 +231,17 @@ def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str,
 
 def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str,
                     keys: Sequence[str] | None) -> list | None:
-    """The wanted metric rows of the runs, read only, a few hundred runs a query; None
-    when the store is not an SQL store on a schema ``mlflow_sql`` was tested with (its
-    gate, without importing MLflow, which costs seconds)."""
-    import os
-
-    from sqlalchemy import bindparam, create_engine, text
-
+    """The wanted metric rows of the runs through the MLflow adapter; None where it does
+    not read the store directly (a tracking server, an untested schema)."""
     from nnchain.tracking import mlflow_sql
-    from nnchain.tracking.store import is_sql_store
 
-    if not is_sql_store(tracking_uri) or \
-            os.environ.get(mlflow_sql.PLAIN_MLFLOW, "").strip() not in ("", "0"):
-        return None
-    if keys:
-        statement = text("SELECT run_uuid, key, step, value, is_nan FROM metrics "
-                         "WHERE run_uuid IN :ids AND key IN :keys")
-    else:
-        statement = text(
-            "SELECT run_uuid, key, step, value, is_nan FROM metrics WHERE run_uuid IN :ids "
-            "AND (key IN :keys OR key LIKE 'grad\\_norm/layer%' ESCAPE '\\')")
-    statement = statement.bindparams(bindparam("ids", expanding=True),
-                                     bindparam("keys", expanding=True))
-    keys = sorted(keys) if keys else sorted({*COST_KEYS, metric})
-    engine = create_engine(tracking_uri)
-    try:
-        with engine.connect() as connection:
-            if mlflow_sql.schema_revision(connection) not in mlflow_sql.TESTED_REVISIONS:
-                return None
-            rows = []
-            for start in range(0, len(run_ids), IDS_PER_QUERY):
-                rows += connection.execute(statement, {
-                    "ids": run_ids[start:start + IDS_PER_QUERY], "keys": keys}).all()
-            return rows
-    finally:
-        engine.dispose()
+    with mlflow_sql.tables_of(tracking_uri) as tables:
+        if tables is None:
+            return None
+        if keys:
+            return tables.metric_values(run_ids, sorted(keys))
+        return tables.metric_values(run_ids, sorted({*COST_KEYS, metric}),
+                                    key_prefix="grad_norm/layer")
 
 
 def _client_points(tracking_uri: str, run_ids: list[str], metric: str):

@@ -258,3 +258,21 @@ def test_resume_rewrites_the_report(recorded, tmp_path):
         assert sorted(m.step for m in history) == list(range(len(history)))
         assert len(history) >= 2
     assert client.get_metric_history(result.parent_run_id, "trials_failed")[-1].value == 4
+
+
+def test_curves_read_through_the_adapter_equal_the_clients(recorded, monkeypatch):
+    """The report's curves from MLflow's tables (nnchain.tracking.mlflow_sql) equal those
+    read through MlflowClient (NNCHAIN_PLAIN_MLFLOW=1), keys found by name or by prefix."""
+    from nnchain.report.summary import load_histories
+
+    client, result = recorded["client"], recorded["result"]
+    run_ids = [run.info.run_id for run in trial_runs(client, result)]
+    direct = load_histories(recorded["uri"], run_ids, "val_cost")
+    monkeypatch.setenv("NNCHAIN_PLAIN_MLFLOW", "1")
+    through_client = load_histories(recorded["uri"], run_ids, "val_cost")
+    assert set(direct) == set(through_client) == set(run_ids)
+    for run_id, curves in through_client.items():
+        assert set(direct[run_id]) == set(curves)
+        assert any(key.startswith("grad_norm/layer") for key in curves)
+        for key, values in curves.items():
+            np.testing.assert_array_equal(direct[run_id][key], values)
