@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from nnchain.errors import SpecError
+from nnchain.errors import SpecError, shown
 
 NAME_MAX_LENGTH = 100
 NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX_LENGTH - 1}}}")
@@ -25,5 +25,5 @@ def is_valid_name(name: object) -> bool:
 def check_name(field: str, name: object) -> str:
     """Return ``name`` if it keeps the rule, else raise ``SpecError(field)`` saying it."""
     if not is_valid_name(name):
-        raise SpecError(field, f"must be {NAME_RULE}, got {name!r}")
+        raise SpecError(field, f"must be {NAME_RULE}, got {shown(name)}")
     return name  # type: ignore[return-value]

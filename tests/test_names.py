@@ -34,3 +34,9 @@ def test_bad_names_are_one_spec_error_naming_the_field(name):
 
 def test_the_store_re_exports_the_same_rule():
     assert store.check_name is check_name
+
+
+def test_a_huge_name_is_shown_bounded():
+    with pytest.raises(SpecError) as caught:
+        check_name("name", "x y" * 1_000_000)
+    assert len(str(caught.value)) < 400 and "..." in str(caught.value)
