@@ -20,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from nnchain.ledger.states import ENDED
+
 
 @contextmanager
 def epoch_progress(epochs: int, *, enabled: bool = True) -> Iterator[Callable]:
@@ -57,7 +59,7 @@ def sweep_progress(*, enabled: bool = True) -> Iterator[Callable]:
 
     def on_progress(snapshot) -> None:
         counts = snapshot.counts
-        done = counts.get("FINISHED", 0) + counts.get("FAILED", 0) + counts.get("KILLED", 0)
+        done = sum(counts.get(state, 0) for state in ENDED)
         states = (f"running {max(0, counts.get('RUNNING', 0))} · failed "
                   f"{counts.get('FAILED', 0)}")
         best = "" if snapshot.best is None else f"best {snapshot.metric} {snapshot.best:.4g}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
     """A hash of what a sweep promises: its set of trial keys, metric and search options.
 
     Resuming a sweep is refused when this changes. It covers ``method``, ``metric``,
-    ``seed``, ``run_cap``, ``repeats`` and the set (not the order) of trial keys. It leaves
+    ``seed``, ``run_cap``, ``repeats``, the set (not the order) of trial keys,
+    ``early_terminate`` where set, and for ``method: bayes`` (trials proposed as it runs)
+    the base config and the parameters' space. It leaves
     out what does not change which trials exist or how they are judged: ``name``,
     ``experiment``, comments in the YAML, and the runner options ``max_retries`` and
     ``trial_timeout`` (resuming with more retries or a longer timeout is a reason to resume).
@@ -52,4 +55,11 @@ def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
         "repeats": spec.repeats,
         "trial_keys": sorted({trial.key for trial in trials}),
     }
+    # Added only where set, so sweeps recorded before these keys keep their fingerprint.
+    if spec.early_terminate is not None:  # new decisions must follow the recorded ones' rule
+        payload["early_terminate"] = asdict(spec.early_terminate)
+    if spec.method == "bayes":  # its trials are proposed as it runs: the space is the promise
+        payload["space"] = {"base": spec.base, "parameters": {
+            path: {"type": type(space).__name__, **asdict(space)}
+            for path, space in spec.parameters.items()}}
     return _digest(payload)

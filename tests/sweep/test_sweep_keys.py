@@ -50,3 +50,22 @@ def test_fingerprint_changes_with_metric_and_options():
     assert fingerprint(spec) != fingerprint(make_spec([0.1, 0.2], metric={"name": "train_cost"}))
     assert fingerprint(spec) != fingerprint(make_spec([0.1, 0.2], method="random"))
     assert fingerprint(spec) != fingerprint(make_spec([0.1, 0.2], repeats=2))
+
+
+def test_fingerprint_covers_early_stopping_and_a_bayes_space():
+    spec = make_spec([0.1, 0.2])
+    hyperband = make_spec([0.1, 0.2], early_terminate={"type": "hyperband", "min_iter": 2})
+    assert fingerprint(spec) != fingerprint(hyperband)
+    assert fingerprint(hyperband) != fingerprint(
+        make_spec([0.1, 0.2], early_terminate={"type": "hyperband", "min_iter": 3}))
+
+    def bayes(low, epochs=10):
+        return parse_sweep_spec({"name": "b", "method": "bayes", "run_cap": 8,
+                                 "data": {"name": "xor"}, "train": {"epochs": epochs},
+                                 "parameters": {"train.lr": {"distribution": "log_uniform",
+                                                             "min": low, "max": 1.0}}},
+                                text="# b")
+
+    assert fingerprint(bayes(1e-3)) == fingerprint(bayes(1e-3))
+    assert fingerprint(bayes(1e-3)) != fingerprint(bayes(1e-4))  # the space
+    assert fingerprint(bayes(1e-3)) != fingerprint(bayes(1e-3, epochs=20))  # the base
