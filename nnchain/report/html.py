@@ -7,7 +7,8 @@ a sweep's end: it reads the ledger and the store, and returns the files by name:
 - ``summary.json``: the numbers (counts, best, per group the final metric's statistics and
   its curves' mean and std per epoch);
 - ``learning_curves.png``, ``gradient_flow.png`` (layer x epoch heatmaps, mean over
-  seeds), ``param_<key>.png`` (final metric against each varied param);
+  seeds), ``effect_flow.png`` (the same of ``effect/layer{k}``, where the trials track
+  it), ``param_<key>.png`` (final metric against each varied param);
 - ``report.html``: all of it, pictures embedded as base64, no network needed.
 """
 
@@ -33,6 +34,7 @@ MAX_PANELS = 8
 MAX_RANKED_ROWS = 200  # rows of the ranking table in report.html (results.csv has all)
 LEARNING_CURVES = "learning_curves.png"
 GRADIENT_FLOW = "gradient_flow.png"
+EFFECT_FLOW = "effect_flow.png"  # only for sweeps that track effect/layer{k}
 RESULTS = "results.csv"
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -92,6 +94,12 @@ def pictures_of(summary: SweepSummary) -> dict[str, bytes]:
     pictures[GRADIENT_FLOW] = plots.heatmap(
         f"{name}: gradient norm ||dL/dW|| per layer and epoch, mean over seeds", panels,
         colour_label="log10 norm")
+    effects = [(f"{g.label}  (mean of {g.final['count']} finished)", g.effect)
+               for g in groups if g.effect is not None][:MAX_PANELS]
+    if effects:  # the megaphone question: which layer's update lowers the cost most
+        pictures[EFFECT_FLOW] = plots.heatmap(
+            f"{name}: effect, the cost drop of each layer's update, per epoch, mean over "
+            f"seeds (grey: no drop)", effects, colour_label="log10 drop")
     finished = [row for row in summary.ranked if final_value(row, metric) is not None
                 and row["state"] == "FINISHED"]
     for key in summary.varied:
@@ -163,7 +171,8 @@ def report_html(summary: SweepSummary, pictures: dict[str, bytes], ui_url: str =
                  f"made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>")
     parts.append("<h2>Groups</h2>" + _groups_table(summary))
     for name, title in ((LEARNING_CURVES, "Learning curves"),
-                        (GRADIENT_FLOW, "Gradient flow")):
+                        (GRADIENT_FLOW, "Gradient flow"),
+                        (EFFECT_FLOW, "Each layer's effect on the cost")):
         if name in pictures:
             parts.append(f"<h2>{title}</h2>{_image(name, pictures[name])}")
     params = [key for key in summary.varied if param_file(key) in pictures]

@@ -29,6 +29,8 @@ SEED = "seed"  # the repeats' key in a trial's overrides
 RANKED = (FINISHED, "PRUNED")  # trials whose last value counts in the ranking
 COST_KEYS = ("train_cost", "val_cost")
 GRAD_KEY = re.compile(r"^grad_norm/layer(\d+)$")
+EFFECT_KEY = re.compile(r"^effect/layer(\d+)$")  # train.track's effect (the chain-rule page)
+LAYER_PREFIXES = ("grad_norm/layer", "effect/layer")
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Group:
     final: dict[str, Any]  # summarize() of the metric's final value over FINISHED trials
     curves: dict[str, Curve] = field(default_factory=dict)
     gradient: np.ndarray | None = None  # (layers, epochs): mean grad_norm, input side row 0
+    effect: np.ndarray | None = None  # (layers, epochs): mean effect (cost drop), where tracked
 
 
 @dataclass
@@ -154,7 +157,8 @@ def build_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str,
             series = [run[key] for run in runs if key in run]
             if series:
                 group.curves[key] = curve_of(series)
-        group.gradient = gradient_of(runs)
+        group.gradient = layers_of(runs, GRAD_KEY)
+        group.effect = layers_of(runs, EFFECT_KEY)
         groups.append(group)
     groups.sort(key=lambda g: math.inf if g.final["mean"] is None else sign * g.final["mean"])
     return SweepSummary(sweep, experiment_id, parent_run_id, metric, goal,
@@ -184,12 +188,14 @@ def curve_of(series: Sequence[np.ndarray]) -> Curve:
     return Curve(mean, std, count)
 
 
-def gradient_of(runs: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
-    """(layers, epochs) mean over runs of ``grad_norm/layer{i}``; None without any."""
+def layers_of(runs: Sequence[dict[str, np.ndarray]], pattern: re.Pattern
+              ) -> np.ndarray | None:
+    """(layers, epochs) mean over runs of the per-layer keys ``pattern`` matches
+    (``grad_norm/layer{i}``); None without any."""
     layers: dict[int, list[np.ndarray]] = {}
     for run in runs:
         for key, values in run.items():
-            match = GRAD_KEY.match(key)
+            match = pattern.match(key)
             if match:
                 layers.setdefault(int(match.group(1)), []).append(values)
     if not layers:
@@ -202,7 +208,7 @@ def gradient_of(runs: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
 
 # ---- reading curves from the store -------------------------------------------------------
 def wanted(key: str, metric: str) -> bool:
-    return key in COST_KEYS or key == metric or GRAD_KEY.match(key) is not None
+    return key in COST_KEYS or key == metric or key.startswith(LAYER_PREFIXES)
 
 
 def curve_keys(rows: Sequence[dict], metric: str) -> list[str]:
@@ -241,7 +247,7 @@ def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str,
         if keys:
             return tables.metric_values(run_ids, sorted(keys))
         return tables.metric_values(run_ids, sorted({*COST_KEYS, metric}),
-                                    key_prefix="grad_norm/layer")
+                                    key_prefixes=LAYER_PREFIXES)
 
 
 def _client_points(tracking_uri: str, run_ids: list[str], metric: str):

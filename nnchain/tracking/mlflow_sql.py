@@ -292,26 +292,25 @@ class MlflowTables:
             ids=list(run_ids))]
 
     def metric_values(self, run_ids: Sequence[str], keys: Sequence[str],
-                      key_prefix: str = "") -> list[tuple[str, str, int, float, bool]]:
+                      key_prefixes: Sequence[str] = ()
+                      ) -> list[tuple[str, str, int, float, bool]]:
         """(run id, key, step, value, is NaN) of the runs' values of ``keys`` (found by the
-        metrics table's primary key) and, with ``key_prefix``, of every key it begins."""
+        metrics table's primary key) and of every key that begins with one of
+        ``key_prefixes``."""
         from sqlalchemy import bindparam, text
 
-        sql = "SELECT run_uuid, key, step, value, is_nan FROM metrics WHERE run_uuid IN :ids "
-        if key_prefix:
-            sql += "AND (key IN :keys OR key LIKE :prefix ESCAPE '\\')"
-        else:
-            sql += "AND key IN :keys"
-        statement = text(sql).bindparams(bindparam("ids", expanding=True),
-                                         bindparam("keys", expanding=True))
-        like = key_prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+        likes = {f"prefix{i}": prefix.replace("\\", "\\\\").replace("_", "\\_")
+                 .replace("%", "\\%") + "%" for i, prefix in enumerate(key_prefixes)}
+        wanted = " OR ".join(["key IN :keys", *(f"key LIKE :{name} ESCAPE '\\'"
+                                                for name in likes)])
+        statement = text("SELECT run_uuid, key, step, value, is_nan FROM metrics "
+                         f"WHERE run_uuid IN :ids AND ({wanted})").bindparams(
+            bindparam("ids", expanding=True), bindparam("keys", expanding=True))
         rows: list[tuple[str, str, int, float, bool]] = []
         with self.engine.connect() as connection:
             for start in range(0, len(run_ids), IDS_PER_QUERY):
                 values = {"ids": list(run_ids[start:start + IDS_PER_QUERY]),
-                          "keys": list(keys)}
-                if key_prefix:
-                    values["prefix"] = like
+                          "keys": list(keys), **likes}
                 rows += [tuple(row) for row in connection.execute(statement, values)]
         return rows
 

@@ -34,8 +34,9 @@ def ramp(count: int) -> list[tuple[int, int, int]]:
 
 
 def ramp_values(fractions: np.ndarray) -> np.ndarray:
-    """RGB (n, 3) floats of the ramp at ``fractions`` in [0, 1]."""
-    where = np.clip(fractions, 0, 1) * (len(_VIRIDIS) - 1)
+    """RGB (n, 3) floats of the ramp at ``fractions`` in [0, 1] (NaN: its low end; callers
+    paint missing cells their own colour)."""
+    where = np.clip(np.nan_to_num(fractions, nan=0.0), 0, 1) * (len(_VIRIDIS) - 1)
     low = np.minimum(where.astype(int), len(_VIRIDIS) - 2)
     part = (where - low)[..., None]
     return _VIRIDIS[low] * (1 - part) + _VIRIDIS[low + 1] * part

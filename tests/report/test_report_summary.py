@@ -68,3 +68,27 @@ def test_report_page_escapes_values_and_embeds_every_picture():
     assert "<script>" not in page and "&lt;script&gt;" in page
     pictures = [name for name in files if name.endswith(".png")]
     assert page.count("data:image/png;base64,") == len(pictures) >= 3
+
+
+def test_tracked_effects_get_their_own_heatmap_of_layer_means():
+    """``effect/layer{k}`` (train.track: effect) averaged per group and layer like the
+    gradient norms, drawn as effect_flow.png and embedded; a sweep without it has none."""
+    rows = [row(0, "FINISHED", 0.1, 1, 0.5), row(1, "FINISHED", 0.1, 2, 0.4)]
+    histories = {"r0": {"effect/layer1": np.array([0.4, 0.2]),
+                        "effect/layer2": np.array([0.1, -0.1]),
+                        "grad_norm/layer1": np.array([1.0, 0.5])},
+                 "r1": {"effect/layer1": np.array([0.2, 0.1]),
+                        "effect/layer2": np.array([0.3, 0.1])}}
+    summary = build_summary(loaded(rows), experiment_id="1", parent_run_id="p",
+                            histories=histories, metric="val_cost", group_by=["train.lr"])
+    (group,) = summary.groups  # layer 2, epoch 2: a rise (-0.1) and a drop (0.1)
+    np.testing.assert_allclose(group.effect, [[0.3, 0.15], [0.2, 0.0]], atol=1e-15)
+    np.testing.assert_allclose(group.gradient, [[1.0, 0.5]])
+    files = report_files(summary, b"index\n")
+    assert files["effect_flow.png"].startswith(b"\x89PNG")
+    assert "<h2>Each layer's effect on the cost</h2>" in files["report.html"].decode()
+    plain = build_summary(loaded(rows), experiment_id="1", parent_run_id="p",
+                          histories={"r0": {"grad_norm/layer1": np.array([1.0])}},
+                          metric="val_cost", group_by=["train.lr"])
+    assert plain.groups[0].effect is None
+    assert "effect_flow.png" not in report_files(plain, b"index\n")
