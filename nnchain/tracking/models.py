@@ -188,7 +188,8 @@ def log_run_model(client, uri: str, run_id: str, config: Mapping,
         return logged
     with tempfile.TemporaryDirectory(prefix="nnchain-weights-") as tmp:
         try:
-            path = client.download_artifacts(run_id, "weights.npz", tmp)
+            with _no_progress_bars():
+                path = client.download_artifacts(run_id, "weights.npz", tmp)
         except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds
             raise SpecError("--trial", f"the trial's run {run_id} must hold weights.npz, "
                                        f"it has none ({type(exc).__name__})") from None

@@ -316,6 +316,7 @@ def test_promote_a_trial_without_a_model_logs_it_first(store):
     done = cli("promote", "models-binary", "--trial", index, "--name", "xor-other",
                "--tracking-uri", uri, "--format", "json")
     assert done.exit_code == 0, done.output
+    assert done.stderr == "", done.stderr  # no MLflow progress bar while it fetches weights
     model_uri = client.get_run(other.info.run_id).data.tags["nnchain.model_uri"]
     version = client.get_model_version("xor-other", "1")
     assert version.run_id == other.info.run_id
