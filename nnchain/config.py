@@ -431,6 +431,12 @@ def param_value(value: Any) -> str:
     return str(value)
 
 
+# Left out of a resolved config at their defaults (so trial keys stay what they were before
+# these keys existed), yet recorded as params: a run shows the order it trained with.
+PARAM_DEFAULTS = {"train.update_order": "simultaneous"}
+
+
 def to_params(config: Mapping[str, Any]) -> dict[str, str]:
     """The resolved config as MLflow params: dotted keys, string values."""
-    return {path: param_value(value) for path, value in flatten(config).items()}
+    return {**PARAM_DEFAULTS,
+            **{path: param_value(value) for path, value in flatten(config).items()}}

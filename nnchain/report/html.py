@@ -98,8 +98,8 @@ def pictures_of(summary: SweepSummary) -> dict[str, bytes]:
                for g in groups if g.effect is not None][:MAX_PANELS]
     if effects:  # the megaphone question: which layer's update lowers the cost most
         pictures[EFFECT_FLOW] = plots.heatmap(
-            f"{name}: effect, the cost drop of each layer's update, per epoch, mean over "
-            f"seeds (grey: no drop)", effects, colour_label="log10 drop")
+            f"{name}: each layer's cost drop per epoch, mean over seeds (grey: none)",
+            effects, colour_label="log10 drop")
     finished = [row for row in summary.ranked if final_value(row, metric) is not None
                 and row["state"] == "FINISHED"]
     for key in summary.varied:

@@ -317,9 +317,9 @@ def _pruned(record: _Record, last_steps: dict[str, int], stopped: set[int]) -> l
 
 # ---- invariant 4: params = the cell's resolved config ------------------------------------
 def _params(record: _Record) -> list[Violation]:
-    from nnchain.config import to_params
+    from nnchain.config import PARAM_DEFAULTS, to_params
 
-    found = []
+    found = []  # a default-only param is missing from runs recorded before it existed
     for run in record.children:
         trial = record.trial_of(run)
         if trial is None:
@@ -330,7 +330,7 @@ def _params(record: _Record) -> list[Violation]:
             found.append(Violation(4, run_id, trial.key,
                                    f"run has no params, its config has {len(expected)}"))
             continue
-        for key in sorted(expected.keys() - actual.keys()):
+        for key in sorted(expected.keys() - actual.keys() - PARAM_DEFAULTS.keys()):
             found.append(Violation(4, run_id, trial.key, (
                 f"param {key} is missing, the trial's config has {expected[key]!r}")))
         for key in sorted(actual.keys() - expected.keys()):

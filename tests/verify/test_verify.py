@@ -187,6 +187,20 @@ def test_changed_extra_and_missing_params_break_invariant_4(stores):
     assert [v for v in stores.verify() if v.invariant != 4] == []
 
 
+def test_the_default_update_order_is_a_param_that_older_runs_may_lack(stores):
+    """Every run shows train.update_order (simultaneous, left out of resolved configs at its
+    default); a run recorded before that param existed is not a violation."""
+    _, trials = stores.trials()
+    run_id = trials[2].run_id
+    assert "train.update_order" not in trials[2].config["train"]
+    assert stores.client.get_run(run_id).data.params["train.update_order"] == "simultaneous"
+    stores.sql("DELETE FROM params WHERE run_uuid = ? AND key = 'train.update_order'", run_id)
+    assert stores.verify() == []
+    stores.sql("UPDATE params SET value = 'output_first' WHERE key = 'train.update_order'")
+    assert {v.message for v in found(stores.verify(), 4)} == {
+        "param train.update_order is 'output_first', the trial's config has 'simultaneous'"}
+
+
 def test_second_finished_run_for_a_trial_key_breaks_invariant_1(stores):
     sweep, trials = stores.trials()
     original = stores.client.get_run(trials[0].run_id)
