@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_services import PG_ADMIN, free_ports, pg_available
+from local_services import PG_ADMIN, free_ports, fresh_pg_database, pg_available
 
 pytestmark = pytest.mark.slow
 
@@ -109,22 +109,10 @@ def leaks(texts: dict[str, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pg_database():
-    import sqlalchemy
-
-    if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    name = f"nnchain_leak_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield {"plain": f"{base}/{name}", "query": f"{base}/{name}?password={PG_SECRET}",
-           "userinfo": f"{base}/{name}".replace("@", f":{PG_SECRET}@", 1)}
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with fresh_pg_database("nnchain_leak") as url:
+        base = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        yield {"plain": base, "query": f"{base}?password={PG_SECRET}",
+               "userinfo": base.replace("@", f":{PG_SECRET}@", 1)}
 
 
 @pytest.fixture(scope="module")

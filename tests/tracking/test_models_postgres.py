@@ -5,12 +5,11 @@ back by alias whose predictions equal the trial's numpy forward pass."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from local_services import PG_ADMIN, pg_available
+from local_services import fresh_pg_database
 from test_models import numpy_forward, record_sweeps, run_weights
 
 from nnchain.cli.main import main
@@ -20,20 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def pg_module_url():
-    import sqlalchemy
-
-    if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    name = f"nnchain_models_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with fresh_pg_database("nnchain_models") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
