@@ -44,7 +44,7 @@ class Executor(Protocol):
 
     def stop(self, handle: Handle, trial_id: int, attempt: int) -> None:
         """Ask the task to stop the trial's attempt early (its end still comes): the trial
-        polls once an epoch."""
+        asks at its decision epochs."""
 
     def decided(self, handle: Handle, trial_id: int, attempt: int, epoch: int) -> None:
         """Tell the task the trial's attempt goes on past its decision at ``epoch`` (a
@@ -86,23 +86,23 @@ class _StopFlags:
 
 
 class RayStops:
-    """A trial's view of the verdicts. After a decision epoch the trial waits for the
-    verdict on it, asking again while it is not made, as a Ray Tune trial waits on each
-    report: a stop then lands at the epoch judged however loaded the driver. A driver that
-    does not answer in ``MAX_WAIT_SECONDS`` (stuck) lets it go on; a stop decided late is
-    seen at a later epoch's poll, which waits a few milliseconds at most."""
+    """A trial's view of the verdicts, asked at its decision epochs only: it waits for the
+    verdict on the epoch it just reported, asking again while it is not made, as a Ray Tune
+    trial waits on each report, so a stop lands at the epoch judged however loaded the
+    driver. A driver that does not answer in ``MAX_WAIT_SECONDS`` (stuck) lets it go on.
+    No other epoch asks: a round trip to the actor costs milliseconds, as much as a small
+    net's epoch."""
 
-    WAIT_SECONDS = 0.005
     MAX_WAIT_SECONDS = 60.0
     ASK_EVERY = 0.002
 
     def __init__(self, actor) -> None:
         self.actor = actor
 
-    def __call__(self, trial_id: int, attempt: int, epoch: int = 0) -> bool:
+    def __call__(self, trial_id: int, attempt: int, epoch: int) -> bool:
         import ray
 
-        deadline = time.monotonic() + (self.MAX_WAIT_SECONDS if epoch else self.WAIT_SECONDS)
+        deadline = time.monotonic() + self.MAX_WAIT_SECONDS
         while True:
             asked = self.actor.verdict.remote(trial_id, attempt, epoch)
             ready, _ = ray.wait([asked], timeout=max(0.0, deadline - time.monotonic()))

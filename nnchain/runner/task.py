@@ -43,10 +43,9 @@ class Work:
     pictures: bool = False  # draw cost_curve.png and gradient_flow.png here
 
 
-# Whether the driver asked a trial's attempt to stop: (trial id, attempt, epoch) -> bool,
-# polled once an epoch by a trial under early stopping. ``epoch`` > 0: the trial just
-# reported that decision epoch and waits for the verdict on it; otherwise the poll barely
-# waits.
+# Whether the driver stops a trial's attempt: (trial id, attempt, epoch) -> bool, asked by
+# a trial under early stopping at each of its decision epochs (only there is it judged),
+# waiting for the verdict on that epoch.
 StopCheck = Callable[[int, int, int], bool]
 
 
@@ -129,7 +128,8 @@ def run_trial(work: Work, data: Split, flush_seconds: float,
             judged = epochs_run if epochs_run in work.report_at else 0
             if work.report_at and epochs_run < total and (
                     epochs_run >= work.stop_after > 0 or
-                    (stops is not None and stops(work.trial_id, work.attempt, judged))):
+                    (stops is not None and judged and
+                     stops(work.trial_id, work.attempt, judged))):
                 break  # stopped early: what ran so far is the trial's result
     except DivergedError as exc:
         status, reason = FAILED, str(exc)
@@ -164,7 +164,7 @@ def run_pack(works: list[Work], cpus: int, flush_seconds: float,
     """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
-    ``stops``: the driver's early stops, polled each epoch by trials judged on the way.
+    ``stops``: the driver's verdicts, waited for by each trial at its decision epochs.
     """
     from threadpoolctl import threadpool_limits
 

@@ -36,6 +36,7 @@ from nnchain.cli.main import main
 from nnchain.errors import SpecError, StoreError
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import RUNNING
+from nnchain.ledger.states import PRUNED
 from nnchain.ledger.store import open_ledger
 from nnchain.runner.sweep import SweepOptions, run_sweep
 
@@ -244,9 +245,12 @@ def verify_ok(*args: str, tracking_uri: str | None = None) -> None:
 def test_chaos_workers_killed_at_random(runs_home, ray_local):
     rng = random.Random(CHAOS_SEED)
     epochs, name = 800, "chaos"  # long enough for several kills every 1.5 s
+    # Early stopping on, kills landing on judged trials too: the good rates come first, so
+    # most of the later, slower ones are pruned at a rung.
     spec = runs_home / "s.yaml"
-    spec.write_text(chaos_spec(name, epochs, lrs=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
-                               seeds=(0, 1, 2, 3), max_retries=12))
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.5, 0.3, 0.2, 0.1, 0.05, 0.02),
+                               seeds=(0, 1, 2, 3), max_retries=12,
+                               extra="early_terminate: {type: hyperband, min_iter: 50, eta: 3}"))
     killer = WorkerKiller(ledger_url_of(runs_home), name, every=1.5, rng=rng)
     killer.start()
     try:
@@ -258,10 +262,15 @@ def test_chaos_workers_killed_at_random(runs_home, ray_local):
     assert result.total == 24
     assert len(killer.kills) >= 3, context
 
-    assert_invariants(runs_home, name, epochs, finished=24)
+    assert_invariants(runs_home, name, epochs, finished=24)  # pruned ones included
     ledger, client = ledger_for_home(runs_home), client_for(runs_home)
     assert_one_run_per_trial(client, ledger, name)
     trials = {t.key: t for t in ledger_ops.trials_of(ledger, result.sweep_id)}
+    pruned = [t for t in trials.values() if t.state == PRUNED]
+    decisions = ledger_ops.decisions_of(ledger, result.sweep_id)
+    assert pruned, (result.counts, context)  # early stopping acted while workers died
+    assert {t.id for t in pruned} == {d.trial_id for d in decisions if d.stop}, context
+    assert len({(d.trial_id, d.epoch) for d in decisions}) == len(decisions), context
     for kill in killer.kills:  # a killed trial continued in the run it had
         if kill["run_id"]:
             assert trials[kill["key"]].run_id == kill["run_id"], (kill, context)
