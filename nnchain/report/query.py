@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from nnchain.config import flatten
+from nnchain.config import PARAM_DEFAULTS, flatten
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import Sweep, Trial
 from nnchain.ledger.store import Ledger
@@ -105,5 +105,6 @@ def _row(sweeps: dict[str, SweepInfo], record: Any) -> dict[str, Any]:
             "index": index, "key": key, "repeat": repeat, "state": state,
             "reason": reason or "", "run_id": run_id or "", "attempt": attempt,
             "epochs": epochs, "train_seconds": train_seconds, "metric": metric,
-            "params": flatten(config or {}), "overrides": overrides or {},
+            "params": {**PARAM_DEFAULTS, **flatten(config or {})},  # as MLflow's params
+            "overrides": overrides or {},
             "summary": summary or {}}

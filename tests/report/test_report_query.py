@@ -23,6 +23,9 @@ def test_rows_are_plain_dicts_in_index_order_with_flat_params(ledger):
     assert row["overrides"] == CELLS[3].overrides
     assert row["summary"] == CELLS[3].summary
     assert row["sweep"] == "grid" and row["metric_name"] == "val_cost"
+    # left out of the stored config at its default, shown as MLflow's params show it
+    assert "update_order" not in CELLS[3].config["train"]
+    assert row["params"]["train.update_order"] == "simultaneous"
 
 
 @pytest.mark.parametrize("how", ["name", "id", "prefix"])
