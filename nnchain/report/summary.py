@@ -28,9 +28,9 @@ from nnchain.report.table import summarize
 SEED = "seed"  # the repeats' key in a trial's overrides
 RANKED = (FINISHED, "PRUNED")  # trials whose last value counts in the ranking
 COST_KEYS = ("train_cost", "val_cost")
-GRAD_KEY = re.compile(r"^grad_norm/layer(\d+)$")
-EFFECT_KEY = re.compile(r"^effect/layer(\d+)$")  # train.track's effect (the chain-rule page)
+# The per-layer keys drawn: gradient norms, and train.track's effect (the chain-rule page).
 LAYER_PREFIXES = ("grad_norm/layer", "effect/layer")
+GRAD_KEY, EFFECT_KEY = (re.compile(rf"^{re.escape(prefix)}(\d+)$") for prefix in LAYER_PREFIXES)
 
 
 @dataclass

@@ -80,7 +80,7 @@ class _StopFlags:
         """True: stop; False: go on; None: the decision at ``epoch`` is not made yet."""
         if (trial_id, attempt) in self.stopped:
             return True
-        if epoch and self.decided.get((trial_id, attempt), 0) < epoch:
+        if self.decided.get((trial_id, attempt), 0) < epoch:
             return None
         return False
 
