@@ -93,3 +93,16 @@ def test_a_diverged_trial_is_drawn():
     flat = plots.Chart("flat")
     flat.line([0, 1], [3, 3], (0, 0, 0))
     png_size(flat.png())
+
+
+def test_png_encoder_keeps_every_pixel():
+    """nnchain writes its own PNG (no row filter); Pillow and zlib's checksums read it back
+    pixel for pixel, from an RGB and from an RGBA (banded) chart."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    translucent = np.dstack([noise, np.full((37, 53), 255, np.uint8)])
+    for image in (Image.fromarray(noise, "RGB"), Image.fromarray(translucent, "RGBA")):
+        decoded = Image.open(io.BytesIO(plots._encode(image)))
+        decoded.load()
+        assert decoded.mode == "RGB" and decoded.size == (53, 37)
+        assert np.array_equal(np.asarray(decoded), noise)
