@@ -482,8 +482,14 @@ class Driver:
         with_retry(self._flush_once, what="the MLflow store or ledger")
 
     def _flush_once(self) -> None:
-        """The writer's flush, then one ledger transaction: trials started, trials'
-        progress, trials ended (after their runs, so a FINISHED trial has its metrics)."""
+        """Early-stopping decisions, the writer's flush, then one ledger transaction:
+        trials started, trials' progress, trials ended (after their runs, so a FINISHED
+        trial has its metrics). Decisions go first, so that a run ended as pruned in MLflow
+        always has its stop decision kept in the ledger, for a resume to repeat."""
+        if self._decisions:
+            ledger_ops.write_trials(self.ledger, decisions=[
+                ledger_ops.decision_values(self.sweep.id, d) for d in self._decisions])
+            self._decisions = []
         self.writer.flush()
         now = utcnow()
         progress = {live.trial_id: {"last_step": live.last_step, "summary": live.summary,
@@ -493,10 +499,8 @@ class Driver:
                  {"metric": metric, "summary": live.summary, "epochs": epochs,
                   "last_step": live.last_step, "train_seconds": seconds, "heartbeat_at": now})
                 for live, status, reason, epochs, seconds, metric in self._ends]
-        decisions = [ledger_ops.decision_values(self.sweep.id, d) for d in self._decisions]
-        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends,
-                                decisions=decisions)
-        self._starts, self._dirty, self._ends, self._decisions = {}, set(), [], []
+        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends)
+        self._starts, self._dirty, self._ends = {}, set(), []
         self._last_flush = time.monotonic()
 
     def _stop_all(self, reason: str) -> None:

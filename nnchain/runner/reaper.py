@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, select, update
 
 from nnchain.ledger.models import (
     KILLED,
+    PENDING,
     RUNNING,
     SWEEP_RUNNING,
     SWEEP_STOPPED,
@@ -177,21 +178,34 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
         kill_trials(ledger, [trial.id], reason)  # the sweep is claimed: nothing else moves it
     if sweep is not None and sweep.parent_run_id:
         _end_if_running(client, sweep.parent_run_id, reason)
-    # child runs the ledger never heard of (created just before the driver died)
+    # child runs the ledger never heard of (created just before the driver died), and runs
+    # of trials still PENDING in the ledger that started and ended between two of its writes
     if sweep is not None and sweep.experiment_id:
         with ledger.session() as session:
             trials = list(session.scalars(select(Trial).where(Trial.sweep_id == sweep_id)))
         known = {t.run_id for t in trials if t.run_id}
+        pending = {t.run_id for t in trials if t.run_id and t.state == PENDING}
         configs = {t.key: t.config for t in trials}
-        for status in ("RUNNING", "SCHEDULED"):
-            orphans = client.search_runs(
-                [sweep.experiment_id],
-                filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' and "
-                              f"attributes.status = '{status}'", max_results=10_000)
-            for run in orphans:
-                if status == "RUNNING" or run.info.run_id not in known:
+        for status in ("RUNNING", "SCHEDULED", "FINISHED"):
+            for run in _runs_in_status(client, sweep.experiment_id, sweep_id, status):
+                run_id = run.info.run_id
+                if status == "RUNNING" or (status == "SCHEDULED" and run_id not in known) \
+                        or (status == "FINISHED" and run_id in pending):
                     _complete_params(client, run, configs)
-                    sweep_runs.end_run(client, run.info.run_id, KILLED, reason)
+                    sweep_runs.end_run(client, run_id, KILLED, reason)
+
+
+def _runs_in_status(client, experiment_id: str, sweep_id: str, status: str):
+    """The sweep's runs in MLflow ``status``, every page."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=10_000, page_token=token,
+                                  filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' "
+                                                f"and attributes.status = '{status}'")
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def _complete_params(client, run, configs: dict) -> None:

@@ -266,11 +266,8 @@ def test_chaos_workers_killed_at_random(runs_home, ray_local):
     ledger, client = ledger_for_home(runs_home), client_for(runs_home)
     assert_one_run_per_trial(client, ledger, name)
     trials = {t.key: t for t in ledger_ops.trials_of(ledger, result.sweep_id)}
-    pruned = [t for t in trials.values() if t.state == PRUNED]
-    decisions = ledger_ops.decisions_of(ledger, result.sweep_id)
-    assert pruned, (result.counts, context)  # early stopping acted while workers died
-    assert {t.id for t in pruned} == {d.trial_id for d in decisions if d.stop}, context
-    assert len({(d.trial_id, d.epoch) for d in decisions}) == len(decisions), context
+    # early stopping acted while workers died
+    assert assert_decisions_kept(ledger, result.sweep_id, context), (result.counts, context)
     for kill in killer.kills:  # a killed trial continued in the run it had
         if kill["run_id"]:
             assert trials[kill["key"]].run_id == kill["run_id"], (kill, context)
@@ -287,6 +284,16 @@ def test_chaos_workers_killed_at_random(runs_home, ray_local):
 
 def ledger_for_home(home: Path, tracking_uri: str | None = None):
     return open_ledger(ledger_url_of(home, tracking_uri), create=False)
+
+
+def assert_decisions_kept(ledger, sweep_id: str, context) -> set[int]:
+    """PRUNED exactly where a stop was decided, one decision per trial and epoch; the ids
+    of the pruned trials."""
+    pruned = {t.id for t in ledger_ops.trials_of(ledger, sweep_id, [PRUNED])}
+    decisions = ledger_ops.decisions_of(ledger, sweep_id)
+    assert pruned == {d.trial_id for d in decisions if d.stop}, (decisions, context)
+    assert len({(d.trial_id, d.epoch) for d in decisions}) == len(decisions), context
+    return pruned
 
 
 # ---- 4. eight trials at once on SQLite, every epoch logged, readers alongside ---------------
@@ -349,45 +356,61 @@ def test_eight_concurrent_trials_on_sqlite(runs_home, ray_local, capfd):
 
 
 # ---- 2. the driver killed at random moments, resumed until done ----------------------------
+def recorded_epochs(reader: LedgerReader, name: str) -> int:
+    """Epochs the ledger holds as recorded, summed over the sweep's trials."""
+    return sum(trial.last_step + 1 for trial in reader.trials(name))
+
+
+def kill_at_progress(cli: Cli, reader: LedgerReader, name: str, target: int,
+                     timeout: float = 120.0) -> bool:
+    """SIGKILL ``cli`` once the sweep has ``target`` epochs recorded; False if it ended
+    first. Progress, not seconds, places the kill: a loaded machine or a pruned trial
+    changes how long a sweep lasts, not how far into it the kill lands."""
+    deadline = time.monotonic() + timeout
+    while recorded_epochs(reader, name) < target:
+        if cli.exited_within(0.1):
+            return False
+        assert time.monotonic() < deadline, (target, recorded_epochs(reader, name),
+                                             cli.output())
+    cli.kill()
+    return True
+
+
 def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address, store_uri):
     rng = random.Random(CHAOS_SEED)
-    # 2000 epochs: an unkilled `sweep run` lasts ~11 s on SQLite (800: ~7 s, within the
-    # 3-8 s its kill is drawn from, so the sweep could end before its kill)
+    # Early stopping on: the good rates come first, so later trials are pruned at a rung
+    # (400 or 1200 epochs) while drivers die around them.
     epochs, name = 2000, "killdriver"
+    full = 6 * epochs  # the sweep's epochs if nothing were pruned
     spec = runs_home / "s.yaml"
-    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0, 1),
-                               samples=400, checkpoint_every=50))
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.2, 0.1, 0.05), seeds=(0, 1),
+                               samples=400, checkpoint_every=50,
+                               extra="early_terminate: {type: asha, min_iter: 400, eta: 3}"))
     env, uri = cli_env(ray_address), uri_args(store_uri)
     reader = LedgerReader(ledger_url_of(runs_home, store_uri))
-    schedule: list[tuple[str, float, int | None]] = []  # command, kill after, exit code
+    schedule: list[tuple[str, int, int | None]] = []  # command, kill at epochs, exit code
     try:
-        # `sweep run`, killed after 3-8 s; run again if it died before recording the sweep
-        while reader.sweep(name) is None:
-            assert len(schedule) < 4, schedule
-            run = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1", *uri],
-                      env)
-            moment = rng.uniform(3.0, 8.0)
-            if run.exited_within(moment):
-                raise AssertionError(f"sweep run ended before its kill: {run.output()}")
-            run.kill()
-            schedule.append(("run", round(moment, 2), None))
-        # `sweep resume`, each killed at a random moment, until one exits 0
+        # `sweep run`, killed early: within the first two (unpruned) trials' epochs
+        run = Cli(runs_home, ["sweep", "run", str(spec), "--quiet", "--pack", "1", *uri], env)
+        target = int(rng.uniform(0.05, 0.3) * full)
+        assert kill_at_progress(run, reader, name, target), \
+            f"sweep run ended before its kill at {target} epochs: {run.output()}"
+        schedule.append(("run", target, None))
+        # `sweep resume`, each killed further on, until one exits 0
         code = None
         while code != 0:
             time.sleep(2.3)  # the killed driver's heartbeat is older than the grace (2 s)
             last = sum(1 for command, _, _ in schedule if command == "resume") >= 4
             resume = Cli(runs_home, ["sweep", "resume", name, "--quiet", "--format", "json",
                                      *uri], env)
-            moment = 120.0 if last else rng.uniform(3.0, 7.0)
-            if resume.exited_within(moment):
-                code = resume.process.returncode
-                schedule.append(("resume", round(moment, 2), code))
+            target = recorded_epochs(reader, name) + int(rng.uniform(0.05, 0.25) * full)
+            if last or not kill_at_progress(resume, reader, name, target):
+                code = resume.wait(120)
+                schedule.append(("resume", target, code))
                 assert code == 0, (schedule, CHAOS_SEED, resume.output())
                 assert json.loads(resume.out.read_text())["status"] == "FINISHED"
             else:
-                assert not last, (schedule, CHAOS_SEED, resume.output())
-                resume.kill()
-                schedule.append(("resume", round(moment, 2), None))
+                schedule.append(("resume", target, None))
     finally:
         reader.close()
     context = (schedule, CHAOS_SEED)
@@ -396,6 +419,7 @@ def test_driver_killed_at_random_then_resumed_until_done(runs_home, ray_address,
     ledger = ledger_for_home(runs_home, store_uri)
     try:
         sweep = ledger_ops.find_sweep(ledger, name)
+        assert assert_decisions_kept(ledger, sweep.id, context), context  # made across kills
     finally:
         ledger.dispose()
     assert sweep.status == "FINISHED", context
@@ -469,8 +493,10 @@ if name == "MetricWriter.flush":  # the writer's transaction committed, the ledg
     def dying_flush(self):
         started = bool(self._starts)
         finished = any(end.status == "FINISHED" for end in self._ends.values())
+        pruned = any("nnchain.pruned_at" in end.tags for end in self._ends.values())
         flush(self)
-        if (when == "after-start" and started) or (when == "after-finish" and finished):
+        if (when == "after-start" and started) or (when == "after-finish" and finished) \
+                or (when == "after-prune" and pruned):
             die()
     MetricWriter.flush = dying_flush
 else:
@@ -509,7 +535,29 @@ KILL_POINTS = [
     _kill_point("after-runs-started", "MetricWriter.flush", "after-start"),
     # a trial's run FINISHED in MLflow, the ledger not yet told
     _kill_point("after-run-finished", "MetricWriter.flush", "after-finish"),
+    # a pruned trial's run FINISHED with its nnchain.pruned_at tag, the ledger not yet told
+    # of the trial's end (its stop decision may be)
+    _kill_point("after-run-pruned", "MetricWriter.flush", "after-prune"),
 ]
+
+
+def stops_kept_for_pruned_runs(home: Path, name: str, tracking_uri: str | None) -> list:
+    """The runs tagged ``nnchain.pruned_at`` in MLflow, each checked to have its trial's
+    stop decision, at that epoch, in the ledger."""
+    ledger = ledger_for_home(home, tracking_uri)
+    try:
+        sweep = ledger_ops.find_sweep(ledger, name)
+        trials = {t.run_id: t.id for t in ledger_ops.trials_of(ledger, sweep.id)}
+        stops = {(d.trial_id, d.epoch) for d in ledger_ops.decisions_of(ledger, sweep.id)
+                 if d.stop}
+    finally:
+        ledger.dispose()
+    pruned = [r for r in client_for(home, tracking_uri).search_runs([sweep.experiment_id])
+              if "nnchain.pruned_at" in r.data.tags]
+    for run in pruned:
+        stop = (trials[run.info.run_id], int(run.data.tags["nnchain.pruned_at"]))
+        assert stop in stops, (stop, stops)
+    return pruned
 
 
 @pytest.mark.parametrize(("function", "when"), KILL_POINTS)
@@ -517,8 +565,10 @@ def test_driver_killed_at_exact_points_then_resumed(function, when, runs_home, r
                                                     monkeypatch, store_uri):
     epochs, name = 200, f"kill-{function}-{when}".replace("_", "-").replace(".", "-")
     spec = runs_home / "s.yaml"
-    spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=200,
-                               checkpoint_every=50))
+    # early stopping on: the worse rates come after the best, so one is pruned at epoch 20
+    spec.write_text(chaos_spec(name, epochs, lrs=(0.2, 0.1, 0.05), seeds=(0,), samples=200,
+                               checkpoint_every=50,
+                               extra="early_terminate: {type: asha, min_iter: 20, eta: 3}"))
     uri = uri_args(store_uri)
     driver = Cli(runs_home, [function, when, "sweep", "run", str(spec), "--quiet", "--pack",
                              "1", *uri], cli_env(ray_address), program=("-c", KILL_AT))
@@ -531,10 +581,18 @@ def test_driver_killed_at_exact_points_then_resumed(function, when, runs_home, r
     assert json.loads(status.stdout)["status"] == "STOPPED"
     # what a user checks after the incident
     verify_ok(name, tracking_uri=store_uri)
+    if when == "after-prune":  # the run ended as pruned: its stop decision was kept first
+        assert stops_kept_for_pruned_runs(runs_home, name, store_uri)
     resumed = CliRunner().invoke(main, ["sweep", "resume", name, "--quiet", "--format", "json",
                                         *uri])
     assert resumed.exit_code == 0, resumed.output
     assert_invariants(runs_home, name, epochs, finished=3, tracking_uri=store_uri)
+    ledger = ledger_for_home(runs_home, store_uri)
+    try:
+        sweep = ledger_ops.find_sweep(ledger, name)
+        assert assert_decisions_kept(ledger, sweep.id, function), (function, when)
+    finally:
+        ledger.dispose()
 
 
 # ---- processes opening one brand-new ledger at once ------------------------------------------

@@ -243,3 +243,43 @@ def test_cancel_closes_a_sweep_whose_driver_is_gone_at_once(tmp_path, gone, monk
                                           f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert cancelled.exit_code == 0, cancelled.output
     assert "cancelled (its driver was gone)" in cancelled.output
+
+
+def test_a_run_that_started_and_ended_between_two_ledger_writes_is_closed(tmp_path, gone):
+    """The driver wrote a trial's start and end to MLflow in one flush and died before the
+    ledger heard of either: the trial is PENDING, its run FINISHED. Reaping ends that run
+    KILLED (the trial runs again on resume, its steps kept); a run still waiting
+    (SCHEDULED) for a PENDING trial is left as it is."""
+    from nnchain.tracking import sweep_runs
+    from nnchain.tracking.store import open_client
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    client = open_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        sweep = running_sweep(ledger, gone, heartbeat_age=0.5)
+        experiment_id = client.create_experiment("e")
+        made = {trial.id: sweep_runs.create_trial_run(
+            client, experiment_id, parent_run_id="", sweep_id=sweep.id, trial_key=trial.key,
+            index=trial.index, repeat=0, attempt=0, config=trial.config, overrides={},
+            scheduled=True) for trial in ledger_ops.trials_of(ledger, sweep.id)}
+        runs = {trial_id: run_id for trial_id, (run_id, _) in made.items()}
+        ledger_ops.update_sweep(ledger, sweep.id, experiment_id=experiment_id)
+        ledger_ops.set_runs(ledger, made)
+        running, pending = ledger_ops.trials_of(ledger, sweep.id)
+        client.update_run(runs[running.id], status="RUNNING")
+        client.update_run(runs[pending.id], status="FINISHED")
+
+        assert reap(ledger, client, grace=60) == [sweep.id]
+        assert client.get_run(runs[pending.id]).info.status == "KILLED"
+        assert client.get_run(runs[running.id]).info.status == "KILLED"
+        assert ledger_ops.trials_of(ledger, sweep.id, ["PENDING"])[0].id == pending.id
+        assert client.get_run(runs[pending.id]).data.tags["nnchain.status_reason"].startswith(
+            "driver lost")
+
+        # a run created ahead and still waiting is not touched
+        client.update_run(runs[pending.id], status="SCHEDULED")
+        ledger_ops.update_sweep(ledger, sweep.id, status="RUNNING")
+        assert reap(ledger, client, grace=60) == [sweep.id]
+        assert client.get_run(runs[pending.id]).info.status == "SCHEDULED"
+    finally:
+        ledger.dispose()
