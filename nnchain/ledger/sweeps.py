@@ -14,10 +14,10 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import groupby
+from itertools import groupby, islice
 from typing import Any
 
-from sqlalchemy import bindparam, false, func, literal_column, select, update
+from sqlalchemy import bindparam, false, func, insert, literal_column, select, update
 
 from nnchain.errors import SpecError
 from nnchain.ledger.models import Checkpoint, Decision, Sweep, Trial, utcnow
@@ -42,6 +42,7 @@ PREDECESSORS: dict[str, frozenset[str]] = {
 
 
 SWEEP_ID = re.compile(r"[0-9a-f]{12}")  # what new_sweep_id makes
+TRIALS_PER_INSERT = 1_000  # trials inserted per statement when a sweep is recorded
 
 
 def new_sweep_id() -> str:
@@ -82,9 +83,10 @@ def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, s
                       heartbeat_at=utcnow(), **dict(driver or {}))
         session.add(sweep)
         session.flush()
-        session.add_all(Trial(sweep_id=sweep_id, key=t.key, index=t.index, repeat=t.repeat,
-                              config=t.config, overrides=_jsonable(t.overrides))
-                        for t in trials)
+        rows = ({"sweep_id": sweep_id, "key": t.key, "index": t.index, "repeat": t.repeat,
+                 "config": t.config, "overrides": _jsonable(t.overrides)} for t in trials)
+        while chunk := list(islice(rows, TRIALS_PER_INSERT)):  # bulk, not an object a row
+            session.execute(insert(Trial), chunk)
     return sweep
 
 

@@ -221,33 +221,31 @@ def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str,
                    keys: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """run id -> key -> values by step (NaN where a step is missing) of the costs, the
     metric and the per-layer gradient norms (``keys``, when known: the query then finds
-    them by the metrics table's primary key)."""
-    run_ids = [r for r in dict.fromkeys(run_ids) if r]
-    points: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    rows = _select_metrics(tracking_uri, run_ids, metric, keys)
-    if rows is None:
-        points = _client_points(tracking_uri, run_ids, metric)
-    else:
-        for run_id, key, step, value, is_nan in rows:
-            points.setdefault(run_id, {}).setdefault(key, []).append(
-                (int(step), math.nan if is_nan else float(value)))
-    return {run_id: {key: _by_step(pairs) for key, pairs in keys.items()}
-            for run_id, keys in points.items()}
-
-
-def _select_metrics(tracking_uri: str, run_ids: list[str], metric: str,
-                    keys: Sequence[str] | None) -> list | None:
-    """The wanted metric rows of the runs through the MLflow adapter; None where it does
-    not read the store directly (a tracking server, an untested schema)."""
+    them by the metrics table's primary key). Read through the MLflow adapter a chunk of
+    runs at a time, each chunk made arrays before the next; else through the client."""
     from nnchain.tracking import mlflow_sql
 
+    run_ids = [r for r in dict.fromkeys(run_ids) if r]
     with mlflow_sql.tables_of(tracking_uri) as tables:
-        if tables is None:
-            return None
-        if keys:
-            return tables.metric_values(run_ids, sorted(keys))
-        return tables.metric_values(run_ids, sorted({*COST_KEYS, metric}),
-                                    key_prefixes=LAYER_PREFIXES)
+        if tables is not None:
+            chunks = tables.metric_values(run_ids, sorted(keys)) if keys else \
+                tables.metric_values(run_ids, sorted({*COST_KEYS, metric}),
+                                     key_prefixes=LAYER_PREFIXES)
+            histories: dict[str, dict[str, np.ndarray]] = {}
+            for rows in chunks:
+                points: dict[str, dict[str, list[tuple[int, float]]]] = {}
+                for run_id, key, step, value, is_nan in rows:
+                    points.setdefault(run_id, {}).setdefault(key, []).append(
+                        (int(step), math.nan if is_nan else float(value)))
+                histories.update(_arrays(points))
+            return histories
+    return _arrays(_client_points(tracking_uri, run_ids, metric))
+
+
+def _arrays(points: dict[str, dict[str, list[tuple[int, float]]]]
+            ) -> dict[str, dict[str, np.ndarray]]:
+    return {run_id: {key: _by_step(pairs) for key, pairs in keys.items()}
+            for run_id, keys in points.items()}
 
 
 def _client_points(tracking_uri: str, run_ids: list[str], metric: str):

@@ -176,10 +176,12 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
         client, ledger, sweep = recording.result()
     settings = _settings(spec, options, resources, _trial_count(spec, trials),
                          configs[0]["train"].get("checkpoint_every", 0))
+    template = configs[0]
+    del trials, configs  # the driver reads the trials from the ledger
     if on_created is not None:
         on_created(sweep)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
-                    spec, configs[0])
+                    spec, template)
 
 
 def _stop_recorded(recording, reason: str) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +40,8 @@ _CLAMP = sys.float_info.max
 # spends ~20% less CPU a row on SQLite and half on PostgreSQL. 1,000 rows bind 6,000
 # variables, within what SQLite allows since 3.32 (32,766) and PostgreSQL (65,535).
 ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 150
-IDS_PER_QUERY = 10_000  # run ids bound in one query (SQLite allows 32,766 values)
+RUNS_PER_READ = 1_000  # runs whose metric values are read (and held) at once
+RUNS_PER_INSERT = 1_000  # runs made SCHEDULED per INSERT (their params held at once)
 # Set (to anything but "" or "0"): MLflow's client for everything, whatever the revision.
 PLAIN_MLFLOW = "NNCHAIN_PLAIN_MLFLOW"
 
@@ -230,31 +231,34 @@ class MlflowTables:
             set_={name: statement.excluded[name] for name in values},
             where=statement.excluded.step >= table.c.step if newer_step else None)
 
-    def insert_scheduled_runs(self, experiment_id: str, runs: Sequence[NewRun],
+    def insert_scheduled_runs(self, experiment_id: str, runs: Iterable[NewRun],
                               now_ms: int) -> None:
-        """``runs`` made SCHEDULED in one transaction, with the columns ``create_run`` fills."""
+        """``runs`` made SCHEDULED in one transaction, with the columns ``create_run`` fills;
+        taken and written ``RUNS_PER_INSERT`` at a time, so that a sweep of many trials
+        never holds every run's params at once."""
         from sqlalchemy import insert
 
-        rows, tags, params = [], [], []
-        for new in runs:
-            rows.append({"run_uuid": new.run_id, "name": new.name, "source_type": "UNKNOWN",
-                         "source_name": "", "entry_point_name": "", "user_id": "unknown",
-                         "status": "SCHEDULED", "start_time": now_ms, "end_time": None,
-                         "deleted_time": None, "source_version": "",
-                         "lifecycle_stage": "active", "artifact_uri": new.artifact_uri,
-                         "experiment_id": int(experiment_id)})
-            tags.extend({"key": k, "value": v, "run_uuid": new.run_id}
-                        for k, v in new.tags.items())
-            params.extend({"key": k, "value": v, "run_uuid": new.run_id}
-                          for k, v in new.params.items())
-        if not rows:
-            return
         with self.engine.begin() as connection:
-            connection.execute(insert(self.runs), rows)
-            if tags:
-                connection.execute(insert(self.tags), tags)
-            if params:
-                connection.execute(insert(self.params), params)
+            for chunk in _chunks(runs, RUNS_PER_INSERT):
+                rows, tags, params = [], [], []
+                for new in chunk:
+                    rows.append({"run_uuid": new.run_id, "name": new.name,
+                                 "source_type": "UNKNOWN", "source_name": "",
+                                 "entry_point_name": "", "user_id": "unknown",
+                                 "status": "SCHEDULED", "start_time": now_ms,
+                                 "end_time": None, "deleted_time": None,
+                                 "source_version": "", "lifecycle_stage": "active",
+                                 "artifact_uri": new.artifact_uri,
+                                 "experiment_id": int(experiment_id)})
+                    tags.extend({"key": k, "value": v, "run_uuid": new.run_id}
+                                for k, v in new.tags.items())
+                    params.extend({"key": k, "value": v, "run_uuid": new.run_id}
+                                  for k, v in new.params.items())
+                connection.execute(insert(self.runs), rows)
+                if tags:
+                    connection.execute(insert(self.tags), tags)
+                if params:
+                    connection.execute(insert(self.params), params)
 
     # ---- reads -----------------------------------------------------------------------
     def _rows(self, sql: str, **values) -> list[tuple]:
@@ -293,10 +297,11 @@ class MlflowTables:
 
     def metric_values(self, run_ids: Sequence[str], keys: Sequence[str],
                       key_prefixes: Sequence[str] = ()
-                      ) -> list[tuple[str, str, int, float, bool]]:
+                      ) -> Iterator[list[tuple[str, str, int, float, bool]]]:
         """(run id, key, step, value, is NaN) of the runs' values of ``keys`` (found by the
         metrics table's primary key) and of every key that begins with one of
-        ``key_prefixes``."""
+        ``key_prefixes``; in chunks of runs, each chunk every wanted value of its runs (a
+        reader can finish each run's curves, not hold every value of a large sweep)."""
         from sqlalchemy import bindparam, text
 
         likes = {f"prefix{i}": prefix.replace("\\", "\\\\").replace("_", "\\_")
@@ -306,13 +311,11 @@ class MlflowTables:
         statement = text("SELECT run_uuid, key, step, value, is_nan FROM metrics "
                          f"WHERE run_uuid IN :ids AND ({wanted})").bindparams(
             bindparam("ids", expanding=True), bindparam("keys", expanding=True))
-        rows: list[tuple[str, str, int, float, bool]] = []
         with self.engine.connect() as connection:
-            for start in range(0, len(run_ids), IDS_PER_QUERY):
-                values = {"ids": list(run_ids[start:start + IDS_PER_QUERY]),
+            for start in range(0, len(run_ids), RUNS_PER_READ):
+                values = {"ids": list(run_ids[start:start + RUNS_PER_READ]),
                           "keys": list(keys), **likes}
-                rows += [tuple(row) for row in connection.execute(statement, values)]
-        return rows
+                yield [tuple(row) for row in connection.execute(statement, values)]
 
     def nested_run_ids(self, parent_run_id: str) -> set[str]:
         """Ids of the runs nested under ``parent_run_id`` (deleted ones included)."""
@@ -371,3 +374,9 @@ def advisory_lock(uri: str, key: int) -> Iterator[None]:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
     finally:
         engine.dispose()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -117,17 +117,21 @@ def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
         from mlflow.utils.uri import append_to_uri_path
 
         location = client.get_experiment(experiment_id).artifact_location
-        runs, made = [], {}
-        for trial in trials:
-            run_id = uuid.uuid4().hex
-            name = trial_run_name(trial.index, trial.overrides, trial.repeat)
-            made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
-            tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index, trial.repeat, 0)
-            tags[RUN_NAME_TAG] = name
-            runs.append(mlflow_sql.NewRun(
-                run_id, name, made[trial.id][1], tags,
-                {k: v[:MAX_PARAM_LENGTH] for k, v in to_params(trial.config).items()}))
-        tables.insert_scheduled_runs(experiment_id, runs, int(time.time() * 1000))
+        made = {}
+
+        def new_runs():  # one at a time: the adapter writes them in chunks
+            for trial in trials:
+                run_id = uuid.uuid4().hex
+                name = trial_run_name(trial.index, trial.overrides, trial.repeat)
+                made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
+                tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index,
+                                   trial.repeat, 0)
+                tags[RUN_NAME_TAG] = name
+                yield mlflow_sql.NewRun(
+                    run_id, name, made[trial.id][1], tags,
+                    {k: v[:MAX_PARAM_LENGTH] for k, v in to_params(trial.config).items()})
+
+        tables.insert_scheduled_runs(experiment_id, new_runs(), int(time.time() * 1000))
     return made
 
 

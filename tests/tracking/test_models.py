@@ -462,7 +462,9 @@ def test_mlflow_models_serve_answers_invocations(store, tmp_path):
         test_promote_registers_the_best_trial_and_sets_the_alias(store)
     port = free_ports(1)[0]
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=uri)
+    # mlflow runs `uvicorn` by name: the venv's scripts first, activated or not
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=uri,
+               PATH=f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
