@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -132,6 +133,7 @@ class RayExecutor:
         self._data_refs = [ray.put(split) for split in datasets]
         self._flags = ray.remote(num_cpus=0)(_StopFlags).remote() if stops else None
         self._stops = RayStops(self._flags) if stops else None
+        self._pending: dict[Handle, deque[Message]] = {}  # a task's batch, being taken
 
     def submit(self, pack: Sequence[Work]) -> Handle:
         return _remote_pack().options(num_cpus=self._cpus).remote(
@@ -149,16 +151,27 @@ class RayExecutor:
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
         if not handles:
             return []
+        pending = [h for h in handles if self._pending.get(h)]
+        if pending:  # messages of a batch already taken
+            return pending
         ready, _ = self._ray.wait(list(handles), num_returns=1, timeout=timeout)
         return ready
 
     def take(self, handle: Handle) -> Message | TaskEnded:
-        try:
-            return self._ray.get(next(handle))
-        except StopIteration:
-            return TaskEnded()
-        except Exception as error:  # the worker, its node or the object died: transient
-            return TaskEnded(error)
+        """The next message of the task's current batch; the next batch from Ray when
+        that is done."""
+        pending = self._pending.get(handle)
+        if not pending:
+            try:
+                pending = self._pending[handle] = deque(self._ray.get(next(handle)))
+            except StopIteration:
+                self._pending.pop(handle, None)
+                return TaskEnded()
+            except Exception as error:  # the worker, its node or the object died
+                self._pending.pop(handle, None)
+                return TaskEnded(error)
+        return pending.popleft() if pending else self.take(handle)
 
     def cancel(self, handle: Handle) -> None:
+        self._pending.pop(handle, None)
         self._ray.cancel(handle, force=True)

@@ -160,19 +160,45 @@ def _epochs(job, work: Work, start_epoch: int):
 
 
 def run_pack(works: list[Work], cpus: int, flush_seconds: float,
-             *datasets: Split, stops: StopCheck | None = None) -> Iterator[Message]:
+             *datasets: Split, stops: StopCheck | None = None) -> Iterator[list[Message]]:
     """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
+
+    Messages leave in batches (lists, in order): at most every ``flush_seconds``, at once
+    where a trial waits for the driver (its metrics at a decision epoch), and at the
+    pack's end. A pack of short trials then costs Ray one object a flush rather than
+    several a trial (a start, metrics, an end).
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
     ``stops``: the driver's verdicts, waited for by each trial at its decision epochs.
     """
     from threadpoolctl import threadpool_limits
 
+    batch: list[Message] = []
+    sent = time.monotonic()
     with threadpool_limits(limits=cpus):
         for work in works:
-            try:
-                yield from run_trial(work, datasets[work.data_index], flush_seconds, stops)
-            except Exception as exc:  # a bug in nnchain itself: report it as the trial's end
-                reason = f"{type(exc).__name__}: {exc}"
-                yield End(work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)
-                traceback.print_exc()
+            for message in _trial_messages(work, datasets, flush_seconds, stops):
+                batch.append(message)
+                if _awaits_verdict(work, message) or \
+                        time.monotonic() - sent >= flush_seconds:
+                    yield batch
+                    batch, sent = [], time.monotonic()
+    if batch:
+        yield batch
+
+
+def _trial_messages(work: Work, datasets, flush_seconds: float,
+                    stops: StopCheck | None) -> Iterator[Message]:
+    try:
+        yield from run_trial(work, datasets[work.data_index], flush_seconds, stops)
+    except Exception as exc:  # a bug in nnchain itself: report it as the trial's end
+        reason = f"{type(exc).__name__}: {exc}"
+        yield End(work.trial_id, FAILED, reason, 0, {}, None, 0.0, True)
+        traceback.print_exc()
+
+
+def _awaits_verdict(work: Work, message: Message) -> bool:
+    """Metrics ending at one of the trial's decision epochs: the trial waits for the
+    driver's verdict on them next."""
+    return isinstance(message, Metrics) and \
+        message.first_step + len(message.stamps) in work.report_at

@@ -77,6 +77,15 @@ class FakeTask:
 Fault = Callable[[FakeTask, Message], "Message | TaskEnded | None"]
 
 
+def _one_by_one(batches: Iterator[list[Message]]) -> Iterator[Message]:
+    """The messages of ``run_pack``'s batches in order; closing it closes the task."""
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        batches.close()
+
+
 class FakeExecutor:
     """Each pack's real ``run_pack`` in-process, one message a ``take``. ``fault(task,
     message)`` may return what the driver gets instead (a ``TaskEnded`` ends the task);
@@ -92,10 +101,10 @@ class FakeExecutor:
         self.most_in_flight = 0
 
     def submit(self, pack: Sequence[Work]) -> FakeTask:
-        task = FakeTask(len(self.tasks), list(pack),
-                        run_pack(list(pack), 1, 0.0, *self.datasets,
-                                 stops=lambda trial_id, attempt, epoch:
-                                 (trial_id, attempt) in self.stopped))
+        batches = run_pack(list(pack), 1, 0.0, *self.datasets,
+                           stops=lambda trial_id, attempt, epoch:
+                           (trial_id, attempt) in self.stopped)
+        task = FakeTask(len(self.tasks), list(pack), _one_by_one(batches))
         self.tasks.append(task)
         return task
 
