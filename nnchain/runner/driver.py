@@ -201,7 +201,7 @@ class Driver:
                     checkpoint_every=self.settings.checkpoint_every,
                     title=sweep_runs.trial_run_name(live.index, live.overrides,
                                                       live.repeat),
-                    pictures=self.settings.pictures)
+                    pictures=self.settings.pictures, timed=bool(self.settings.trial_timeout))
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self) -> Counter:

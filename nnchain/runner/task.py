@@ -41,6 +41,7 @@ class Work:
     stop_after: int = 0  # a recorded early stop: stop once this many epochs are run
     title: str = ""  # the trial's short name, for its pictures
     pictures: bool = False  # draw cost_curve.png and gradient_flow.png here
+    timed: bool = False  # under a trial timeout: its start is sent at once
 
 
 # Whether the driver stops a trial's attempt: (trial id, attempt, epoch) -> bool, asked by
@@ -164,8 +165,9 @@ def run_pack(works: list[Work], cpus: int, flush_seconds: float,
     """The body of the Ray task: each trial of the pack in turn, BLAS limited to ``cpus``.
 
     Messages leave in batches (lists, in order): at most every ``flush_seconds``, at once
-    where a trial waits for the driver (its metrics at a decision epoch), and at the
-    pack's end. A pack of short trials then costs Ray one object a flush rather than
+    where the driver must hear now (metrics at a decision epoch, which the trial waits
+    for a verdict on; the start of a trial under a timeout, which the driver clocks from
+    it), and at the pack's end. A pack of short trials then costs Ray one object a flush rather than
     several a trial (a start, metrics, an end).
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
@@ -179,8 +181,7 @@ def run_pack(works: list[Work], cpus: int, flush_seconds: float,
         for work in works:
             for message in _trial_messages(work, datasets, flush_seconds, stops):
                 batch.append(message)
-                if _awaits_verdict(work, message) or \
-                        time.monotonic() - sent >= flush_seconds:
+                if _urgent(work, message) or time.monotonic() - sent >= flush_seconds:
                     yield batch
                     batch, sent = [], time.monotonic()
     if batch:
@@ -197,8 +198,9 @@ def _trial_messages(work: Work, datasets, flush_seconds: float,
         traceback.print_exc()
 
 
-def _awaits_verdict(work: Work, message: Message) -> bool:
-    """Metrics ending at one of the trial's decision epochs: the trial waits for the
-    driver's verdict on them next."""
-    return isinstance(message, Metrics) and \
-        message.first_step + len(message.stamps) in work.report_at
+def _urgent(work: Work, message: Message) -> bool:
+    """Whether the driver must have ``message`` now: metrics ending at a decision epoch
+    (the trial waits for the verdict on them next), or the start of a timed trial."""
+    if isinstance(message, Metrics):
+        return message.first_step + len(message.stamps) in work.report_at
+    return work.timed and isinstance(message, Start)
