@@ -1,10 +1,10 @@
 """The Ray task: trains a pack of trials in turn and streams what happens to the driver.
 
 The task is a streaming generator. It never writes to MLflow or the ledger: it yields
-messages (``nnchain.runner.messages``: start, metrics, checkpoint, end) and the driver,
-the one writer, records them. Metrics leave the worker at most every ``flush_seconds``
-and at each trial's end, in columns (one array per metric key), so curves show while a
-trial trains.
+messages (``nnchain.runner.messages``: start, metrics, checkpoint, end), in batches, and
+the driver, the one writer, records them. A trial's metrics are gathered in columns (one
+array per metric key) and leave with the next batch, at most every ``flush_seconds``, so
+curves show while a trial trains.
 Short trials are packed several to a task so that Ray's per-task cost stays small.
 """
 
@@ -167,8 +167,8 @@ def run_pack(works: list[Work], cpus: int, flush_seconds: float,
     Messages leave in batches (lists, in order): at most every ``flush_seconds``, at once
     where the driver must hear now (metrics at a decision epoch, which the trial waits
     for a verdict on; the start of a trial under a timeout, which the driver clocks from
-    it), and at the pack's end. A pack of short trials then costs Ray one object a flush rather than
-    several a trial (a start, metrics, an end).
+    it), and at the pack's end. A pack of short trials then costs Ray one object a flush
+    rather than several a trial (a start, metrics, an end).
 
     ``datasets`` come as separate arguments so that Ray resolves each object reference.
     ``stops``: the driver's verdicts, waited for by each trial at its decision epochs.
