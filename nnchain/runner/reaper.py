@@ -167,6 +167,7 @@ def reap(ledger: Ledger, client, *, grace: float | None = None,
 def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
     """Mark the sweep's RUNNING trials KILLED, in MLflow and in the ledger, and its parent run."""
     from nnchain.tracking import sweep_runs
+    from nnchain.tracking.store import every_page
 
     with ledger.session() as session:
         sweep = session.get(Sweep, sweep_id)
@@ -186,26 +187,18 @@ def _close_runs(ledger: Ledger, client, sweep_id: str, reason: str) -> None:
         known = {t.run_id for t in trials if t.run_id}
         pending = {t.run_id for t in trials if t.run_id and t.state == PENDING}
         configs = {t.key: t.config for t in trials}
-        for status in ("RUNNING", "SCHEDULED", "FINISHED"):
-            for run in _runs_in_status(client, sweep.experiment_id, sweep_id, status):
+        # FINISHED runs are searched only when a PENDING trial may own one; every page is
+        # read before any run is ended, since ending one moves it out of the search
+        for status in ("RUNNING", "SCHEDULED", *(("FINISHED",) if pending else ())):
+            for run in list(every_page(client.search_runs, 10_000,
+                                       experiment_ids=[sweep.experiment_id],
+                                       filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' "
+                                                     f"and attributes.status = '{status}'")):
                 run_id = run.info.run_id
                 if status == "RUNNING" or (status == "SCHEDULED" and run_id not in known) \
                         or (status == "FINISHED" and run_id in pending):
                     _complete_params(client, run, configs)
                     sweep_runs.end_run(client, run_id, KILLED, reason)
-
-
-def _runs_in_status(client, experiment_id: str, sweep_id: str, status: str):
-    """The sweep's runs in MLflow ``status``, every page."""
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=10_000, page_token=token,
-                                  filter_string=f"tags.`nnchain.sweep_id` = '{sweep_id}' "
-                                                f"and attributes.status = '{status}'")
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def _complete_params(client, run, configs: dict) -> None:

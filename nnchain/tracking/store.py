@@ -27,6 +27,18 @@ KIND_TRAINING = "custom_model_development"
 _PG_LOCK = 0x6E6E6368  # "nnch": the advisory lock key of store creation
 
 
+def every_page(search, page_size: int = 1000, **arguments) -> Iterator:
+    """Every result of a paged MLflow search (``client.search_runs``,
+    ``search_experiments``): page after page until the store gives no next token."""
+    token = None
+    while True:
+        page = search(max_results=page_size, page_token=token, **arguments)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 def default_root() -> Path:
     return Path(os.environ.get("NNCHAIN_HOME", DEFAULT_ROOT)).resolve()
 

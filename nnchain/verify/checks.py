@@ -33,7 +33,7 @@ from nnchain.ledger.states import DONE
 from nnchain.ledger.store import Ledger
 from nnchain.runner.reaper import DEFAULT_GRACE_SECONDS, driver_state
 from nnchain.tracking.recorder import MAX_PARAM_LENGTH
-from nnchain.tracking.store import is_sql_store
+from nnchain.tracking.store import every_page, is_sql_store
 from nnchain.verify.steps import check_steps
 from nnchain.verify.store import nested_run_ids
 
@@ -141,14 +141,8 @@ def check_sweep(ledger: Ledger, client, tracking_uri: str, sweep_ref: str, *,
 
 # ---- reading MLflow ----------------------------------------------------------------------
 def _search(client, experiment_id: str, filter_string: str) -> Iterable:
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string,
-                                  max_results=_PAGE, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
+    return every_page(client.search_runs, _PAGE, experiment_ids=[experiment_id],
+                      filter_string=filter_string)
 
 
 def _get_run(client, run_id: str):

@@ -8,9 +8,10 @@ from MLflow's client (one call a run and key: slower).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from nnchain.tracking import mlflow_sql
+from nnchain.tracking.store import every_page
 
 Pair = tuple[str, str]  # run id, metric key
 
@@ -62,21 +63,12 @@ def nested_run_ids(tracking_uri: str, parent_run_id: str) -> set[str]:
     from mlflow.entities import ViewType
 
     client = _client(tracking_uri)
-    experiments = [e.experiment_id for e in _pages(client.search_experiments,
+    experiments = [e.experiment_id for e in every_page(client.search_experiments,
                                                    view_type=ViewType.ALL)]
     if not experiments:
         return set()
-    return {run.info.run_id for run in _pages(
+    return {run.info.run_id for run in every_page(
         client.search_runs, experiment_ids=experiments, run_view_type=ViewType.ALL,
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")}
 
 
-def _pages(search, **arguments) -> Iterator:
-    """Every result of a paged MLflow search."""
-    token = None
-    while True:
-        page = search(max_results=1000, page_token=token, **arguments)
-        yield from page
-        token = page.token
-        if not token:
-            return
