@@ -27,6 +27,7 @@ from nnchain.nn.init import INITIALIZERS
 from nnchain.nn.optim import OPTIMIZERS
 from nnchain.nn.orders import UPDATE_ORDERS
 from nnchain.nn.schedules import SCHEDULES
+from nnchain.params import PARAM_DEFAULTS, flatten, param_value  # noqa: F401 - re-exported
 
 SECTIONS = ("data", "model", "train")
 
@@ -209,18 +210,6 @@ def check_value(path: str, value: Any) -> Any:
 
 def _rule(field: Field) -> str:
     return f" ({field.rule})" if field.rule else ""
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -418,22 +407,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     for item in overrides:
         set_path(raw, *parse_override(item))
     return raw
-
-
-def param_value(value: Any) -> str:
-    """How a resolved value is written as an MLflow param (lists as ``[16, 16]``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-# Left out of a resolved config at their defaults (so trial keys stay what they were before
-# these keys existed), yet recorded as params: a run shows the order it trained with.
-PARAM_DEFAULTS = {"train.update_order": "simultaneous"}
 
 
 def to_params(config: Mapping[str, Any]) -> dict[str, str]:

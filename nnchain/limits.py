@@ -27,7 +27,9 @@ CAPS: Mapping[str, int] = {
     "width": 4_096,  # units of one hidden layer
     "layers": 64,  # hidden layers
     "epochs": 100_000,  # training epochs
+    "trials": 100_000,  # trials of one sweep: the largest --max-trials
 }
+DEFAULT_MAX_TRIALS = 10_000  # --max-trials when not given: a guard, not a resource cap
 
 # Config keys whose values a cap bounds (model.hidden: each width, and its length).
 FIELD_CAPS: Mapping[str, str] = {
@@ -73,6 +75,11 @@ def check_cap(name: str, value: int, field: str, what: str = "") -> int:
         raise SpecError(field, f"{rule} (the {name} limit; raise it with {ENV}={name}=N), "
                                f"got {given}")
     return value
+
+
+def check_max_trials(value: int, field: str = "--max-trials") -> int:
+    """``value`` if the trials cap allows it, else a SpecError naming ``field``."""
+    return check_cap("trials", value, field)
 
 
 def check_field_caps(path: str, value: object) -> None:

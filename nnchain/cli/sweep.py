@@ -9,6 +9,8 @@ import click
 
 from nnchain.cli import options
 from nnchain.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from nnchain.limits import CAPS, DEFAULT_MAX_TRIALS
+from nnchain.limits import ENV as LIMITS_ENV
 
 
 @click.group()
@@ -73,8 +75,10 @@ def _execute(ctx: click.Context, call, quiet: bool, output_format: str) -> None:
 @options.overrides
 @click.option("--name", default=None, help="Sweep name [default: the spec's name; "
                                           "-2, -3, ... added when taken].")
-@click.option("--max-trials", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Refuse a sweep with more trials than this.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=DEFAULT_MAX_TRIALS,
+              show_default=True,
+              help=f"Refuse a sweep with more trials than this; at most {CAPS['trials']:,} "
+                   f"(the trials limit, raised with {LIMITS_ENV}=trials=N).")
 @click.option("--sweep-id", default=None, metavar="ID",
               help="The new sweep's id, 12 lowercase hex digits, refused if the ledger has it "
                    "[default: a random one]; `sweep submit` chooses it to know its sweep.")

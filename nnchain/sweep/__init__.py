@@ -4,7 +4,16 @@ Importing this package stays light (numpy, PyYAML and ``nnchain.config``; no ray
 mlflow): the CLI validates a spec with it before anything heavy is imported.
 """
 
-from nnchain.sweep.expansion import DEFAULT_MAX_TRIALS, Trial, describe_cell, expand, repeat_seed
+from nnchain.sweep.expansion import (
+    DEFAULT_MAX_TRIALS,
+    Survey,
+    Trial,
+    describe_cell,
+    expand,
+    iter_trials,
+    repeat_seed,
+    survey,
+)
 from nnchain.sweep.keys import spec_fingerprint, trial_key
 from nnchain.sweep.space import Distribution, Value, Values
 from nnchain.sweep.spec import (
@@ -22,6 +31,7 @@ __all__ = [
     "METRICS",
     "Distribution",
     "Metric",
+    "Survey",
     "SweepSpec",
     "Trial",
     "Value",
@@ -29,10 +39,12 @@ __all__ = [
     "apply_spec_overrides",
     "describe_cell",
     "expand",
+    "iter_trials",
     "load_sweep_spec",
     "parse_sweep_spec",
     "repeat_seed",
     "spec_fingerprint",
     "spec_kind",
+    "survey",
     "trial_key",
 ]

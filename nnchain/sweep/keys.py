@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nnchain.sweep.expansion import Trial
     from nnchain.sweep.spec import SweepSpec
 
 KEY_LENGTH = 16
@@ -35,7 +34,7 @@ def trial_key(config: Mapping[str, Any]) -> str:
     return _digest(config)[:KEY_LENGTH]
 
 
-def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
+def spec_fingerprint(spec: SweepSpec, trial_keys: Iterable[str]) -> str:
     """A hash of what a sweep promises: its set of trial keys, metric and search options.
 
     Resuming a sweep is refused when this changes. It covers ``method``, ``metric``,
@@ -45,6 +44,8 @@ def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
     out what does not change which trials exist or how they are judged: ``name``,
     ``experiment``, comments in the YAML, and the runner options ``max_retries`` and
     ``trial_timeout`` (resuming with more retries or a longer timeout is a reason to resume).
+    ``trial_keys``: the keys of the expanded trials, not the trials, so that a caller
+    (``expansion.survey``) need not hold their configs.
     """
     payload = {
         "version": FINGERPRINT_VERSION,
@@ -53,7 +54,7 @@ def spec_fingerprint(spec: SweepSpec, trials: Sequence[Trial]) -> str:
         "seed": spec.seed,
         "run_cap": spec.run_cap,
         "repeats": spec.repeats,
-        "trial_keys": sorted({trial.key for trial in trials}),
+        "trial_keys": sorted(set(trial_keys)),
     }
     # Added only where set, so sweeps recorded before these keys keep their fingerprint.
     if spec.early_terminate is not None:  # new decisions must follow the recorded ones' rule

@@ -233,6 +233,28 @@ CASES: dict[str, Case] = {
         ["sweep", "run", "spec.yaml"], "max: must fit a 64-bit integer",
         {"spec.yaml": SWEEP + "method: random\nrun_cap: 2\nparameters:\n  train.epochs: "
                               f"{{distribution: int_uniform, min: 1, max: {HUGE}}}\n"}),
+    # the trials cap (issue 17: 100,000), on --max-trials and on the spec's size
+    "--max-trials over the trials cap": Case(
+        ["sweep", "run", "spec.yaml", "--max-trials", "100001"], "--max-trials: must be <= "
+        "100,000 (the trials limit", {"spec.yaml": SWEEP + "parameters:\n  train.lr: "
+                                                         "{values: [0.1]}\n"}),
+    "--max-trials of 40 digits": Case(
+        ["sweep", "run", "spec.yaml", "--max-trials", "9" * 40], "trials limit",
+        {"spec.yaml": SWEEP + "parameters:\n  train.lr: {values: [0.1]}\n"}),
+    "sweep submit --max-trials over the trials cap": Case(
+        ["sweep", "submit", "spec.yaml", "--max-trials", "100001"], "trials limit",
+        {"spec.yaml": SWEEP + "parameters:\n  train.lr: {values: [0.1]}\n"}),
+    "a grid of 10**6 cells at --max-trials 100000": Case(
+        ["sweep", "run", "spec.yaml", "--max-trials", "100000"],
+        "the grid has 1000000 trials (100 x 100 x 100), more than max_trials=100000",
+        {"spec.yaml": SWEEP + "parameters:\n" + "".join(
+            f"  {key}: {{values: {list(range(1, 101))}}}\n"
+            for key in ("train.epochs", "seed", "data.n_samples"))}),
+    "random run_cap 10**9 at --max-trials 100000": Case(
+        ["sweep", "run", "spec.yaml", "--max-trials", "100000"],
+        "more than max_trials=100000; lower run_cap",
+        {"spec.yaml": SWEEP + "method: random\nrun_cap: 1000000000\nparameters:\n  train.lr: "
+                              "{distribution: log_uniform, min: 0.001, max: 1}\n"}),
     "5,000-digit integer": Case(
         ["train", "spec.yaml"], "Python cannot read",
         {"spec.yaml": TRAIN + "seed: " + "9" * 5000 + "\n"}),

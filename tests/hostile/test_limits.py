@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from nnchain.config import resolve_config
 from nnchain.data import load_dataset
 from nnchain.errors import SpecError, shown
 from nnchain.job import build_job
-from nnchain.limits import CAPS, ENV, caps
+from nnchain.limits import CAPS, DEFAULT_MAX_TRIALS, ENV, caps, check_max_trials
 from nnchain.weights import load_weights, save_weights
 from nnchain.yamlio import parse_yaml
 
@@ -57,6 +58,16 @@ def test_config_limits(key: str, value: object, expected: str) -> None:
         {**XOR, key: value}
     with pytest.raises(SpecError, match=expected):
         resolve_config(raw)
+
+
+def test_max_trials_is_capped_at_100000_and_raised_with_the_environment(monkeypatch) -> None:
+    assert DEFAULT_MAX_TRIALS == 10_000 and CAPS["trials"] == 100_000  # issue 17
+    assert check_max_trials(100_000) == 100_000
+    with pytest.raises(SpecError, match="^--max-trials: must be <= 100,000 \\(the trials limit; "
+                                        f"raise it with {ENV}=trials=N\\), got 100,001$"):
+        check_max_trials(100_001)
+    monkeypatch.setenv(ENV, "trials=250000")
+    assert check_max_trials(250_000) == 250_000
 
 
 def test_the_largest_int64_passes() -> None:
@@ -123,3 +134,33 @@ def test_a_checkpoint_of_another_network_is_refused_before_loading() -> None:
     wider = build_job(resolve_config({**XOR, "model": {"hidden": [4]}}))
     with pytest.raises(SpecError, match="checkpoint: must match the trial's network"):
         restore_checkpoint(wider, payload)
+
+
+SWEEP_OF_TWO = """
+name: accepted
+seed: 0
+method: random
+run_cap: 2
+metric: {name: train_cost, goal: minimize}
+data: {name: xor, n_samples: 16, val_fraction: 0.0}
+model: {hidden: [2]}
+train: {epochs: 2}
+parameters:
+  train.lr: {distribution: log_uniform, min: 0.01, max: 1.0}
+"""
+
+
+@pytest.mark.slow
+def test_sweep_run_at_max_trials_100000_runs(runs_home, ray_local) -> None:
+    """The cap itself is accepted by `nnchain sweep run` (on the session's Ray)."""
+    from click.testing import CliRunner
+
+    from nnchain.cli.main import main
+
+    (runs_home / "spec.yaml").write_text(SWEEP_OF_TWO)
+    result = CliRunner().invoke(main, ["sweep", "run", "spec.yaml", "--max-trials", "100000",
+                                       "--quiet", "--format", "json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "FINISHED" and out["trials"] == 2

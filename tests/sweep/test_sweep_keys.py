@@ -27,7 +27,7 @@ def make_spec(values, **top):
 
 
 def fingerprint(spec):
-    return spec_fingerprint(spec, expand(spec))
+    return spec_fingerprint(spec, [trial.key for trial in expand(spec)])
 
 
 def test_fingerprint_changes_when_a_value_list_changes():
