@@ -62,17 +62,13 @@ def compare(sweep_refs: tuple[str, ...], sort: str | None, top: int | None,
     Exit 0 on success (also when nothing matches), 2 on bad input.
     """
     from nnchain.report import output
-    from nnchain.report.compare import compare_sweeps, open_existing_ledger
+    from nnchain.report.compare import compare_at
     from nnchain.report.keys import split_keys
 
-    ledger = open_existing_ledger(tracking_uri, ledger_url)
-    try:
-        comparison = compare_sweeps(
-            ledger, sweep_refs, where=where, sort=sort, top=top,
-            columns=split_keys(columns) if columns is not None else None,
-            group_by=split_keys(group_by) if group_by is not None else None)
-    finally:
-        ledger.dispose()
+    comparison = compare_at(
+        tracking_uri, ledger_url, sweep_refs, where=where, sort=sort, top=top,
+        columns=split_keys(columns) if columns is not None else None,
+        group_by=split_keys(group_by) if group_by is not None else None)
     if output_format == "csv":
         click.echo(output.to_csv(comparison), nl=False)
     elif output_format == "json":

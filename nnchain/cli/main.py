@@ -7,6 +7,7 @@ Ray that would not start); 2 bad input, refused before anything was written; 130
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -18,7 +19,6 @@ from nnchain import __version__
 from nnchain.errors import SpecError, StoreError
 from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
 from nnchain.limits import ENV
-from nnchain.runner.cluster import RayStartError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "ExitCode", "main"]
 
@@ -39,12 +39,21 @@ def invoke_translated(invoke, ctx: click.Context):
             zipfile.BadZipFile) as exc:
         click.echo(f"error: {_exhausted(exc)}", err=True)
         ctx.exit(EXIT_BAD_INPUT)
-    except RayStartError as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if not _is_ray_start_error(exc):
+            raise
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_FAILED)
+
+
+def _is_ray_start_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a local Ray that would not start; only code that imported
+    ``nnchain.runner.cluster`` raises one, so a command that did not is not made to."""
+    cluster = sys.modules.get("nnchain.runner.cluster")
+    return cluster is not None and isinstance(exc, cluster.RayStartError)
 
 
 def _exhausted(exc: BaseException) -> str:
@@ -61,14 +70,44 @@ def _exhausted(exc: BaseException) -> str:
     return f"a file in the input is not of the kind expected{detail}"
 
 
-class TranslatingGroup(click.Group):
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when one is run or listed, so that a
+    command pays only for its own imports (``compare`` never loads numpy, Ray or MLflow).
+
+    ``lazy``: command name -> ``"module:attribute"``.
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class TranslatingGroup(LazyGroup):
     """The ``nnchain`` group: every subcommand's errors translated (``invoke_translated``)."""
 
     def invoke(self, ctx: click.Context):
         return invoke_translated(super().invoke, ctx)
 
 
-@click.group(cls=TranslatingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS = {
+    "train": "nnchain.cli.train:train", "gradcheck": "nnchain.cli.train:gradcheck",
+    "sweep": "nnchain.cli.main:_sweep_group", "compare": "nnchain.cli.compare:compare",
+    "ui": "nnchain.cli.ui:ui", "report": "nnchain.cli.report:report",
+    "promote": "nnchain.cli.models:promote", "predict": "nnchain.cli.models:predict",
+}
+
+
+@click.group(cls=TranslatingGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy=COMMANDS)
 @click.version_option(__version__, prog_name="nnchain")
 def main() -> None:
     """Backpropagation experiments: train numpy networks, sweep them on Ray, record in MLflow."""
@@ -80,22 +119,17 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _register() -> None:
-    from nnchain.cli import compare, models, report, submit, sweep, train, ui, verify
+def __getattr__(name: str):
+    """``_sweep_group``: ``nnchain sweep`` with its subcommands defined elsewhere added."""
+    if name != "_sweep_group":
+        raise AttributeError(name)
+    from nnchain.cli import submit, verify
+    from nnchain.cli.sweep import sweep
 
-    main.add_command(train.train)
-    main.add_command(train.gradcheck)
-    sweep.sweep.add_command(verify.verify)
-    sweep.sweep.add_command(submit.submit)
-    main.add_command(sweep.sweep)
-    main.add_command(compare.compare)
-    main.add_command(ui.ui)
-    main.add_command(report.report)
-    main.add_command(models.promote)
-    main.add_command(models.predict)
+    sweep.add_command(verify.verify)
+    sweep.add_command(submit.submit)
+    return sweep
 
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from sqlalchemy import select
 
@@ -21,13 +22,20 @@ def newest_sweep(ledger: Ledger) -> Sweep:
 
 
 def best_trial(ledger: Ledger, sweep: Sweep) -> Trial | None:
-    """The FINISHED trial with the best finite metric (never a failed or diverged one)."""
+    """The FINISHED trial with the best finite metric (never a failed or diverged one).
+
+    Found by one ranked row in SQL (infinities and PostgreSQL's NaN outside the range;
+    SQLite keeps NaN as NULL), then that trial loaded: loading every trial as an object
+    would cost ``sweep status`` more than everything else it does."""
     order = Trial.metric.asc() if sweep.metric_goal == "minimize" else Trial.metric.desc()
+    finite = Trial.metric.between(-sys.float_info.max, sys.float_info.max)
     with ledger.session() as session:
-        candidates = session.scalars(select(Trial).where(
-            Trial.sweep_id == sweep.id, Trial.state == FINISHED, Trial.metric.is_not(None))
-            .order_by(order))
-        return next((t for t in candidates if math.isfinite(t.metric)), None)
+        best = session.execute(select(Trial.id, Trial.metric).where(
+            Trial.sweep_id == sweep.id, Trial.state == FINISHED, Trial.metric.is_not(None),
+            finite).order_by(order, Trial.id).limit(1)).first()
+        if best is None or not math.isfinite(best.metric):
+            return None
+        return session.get(Trial, best.id)
 
 
 def sweep_status(ledger: Ledger, ref: str | None) -> dict:

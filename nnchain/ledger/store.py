@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
@@ -19,29 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nnchain.credentials import scrub
 from nnchain.errors import SpecError, StoreError, StoreUnavailable
-from nnchain.ledger.models import SCHEMA_VERSION, Base, Meta
-from nnchain.tracking.store import (
-    default_root,
-    open_private,
-    private_dirs,
-    refuse_symlinks,
-    sqlite_path,
+from nnchain.ledger.location import (  # noqa: F401 - LEDGER_ENV: re-exported
+    LEDGER_ENV,
+    ledger_exists,
+    resolve_ledger_url,
 )
-
-LEDGER_ENV = "NNCHAIN_LEDGER_URL"
-
-
-def resolve_ledger_url(tracking_uri: str, ledger_url: str | None = None) -> str:
-    """The ledger's SQLAlchemy URL for a tracking URI (see the module docstring)."""
-    url = ledger_url or os.environ.get(LEDGER_ENV)
-    if url:
-        return url
-    db_file = sqlite_path(tracking_uri)
-    if db_file is not None:
-        return f"sqlite:///{db_file.parent / 'ledger.db'}"
-    if tracking_uri.startswith(("postgresql", "mysql")):
-        return tracking_uri
-    return f"sqlite:///{default_root() / 'ledger.db'}"
+from nnchain.ledger.models import SCHEMA_VERSION, Base, Meta
+from nnchain.tracking.store import open_private, private_dirs, refuse_symlinks, sqlite_path
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -147,12 +130,6 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
         raise StoreError(f"cannot open the ledger {scrub(url)}: "
                          f"{str(exc).splitlines()[0]}") from None
     return ledger
-
-
-def ledger_exists(url: str) -> bool:
-    """Whether an SQLite ledger file exists (other databases: assumed to)."""
-    db_file = sqlite_path(url)
-    return db_file is None or Path(db_file).exists()
 
 
 def open_existing_ledger(tracking_uri: str | None, ledger_url: str | None) -> Ledger:

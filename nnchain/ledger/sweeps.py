@@ -13,7 +13,7 @@ import functools
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import groupby, islice
 from typing import Any
 
@@ -67,27 +67,51 @@ def free_name(ledger: Ledger, name: str) -> str:
 
 def create_sweep(ledger: Ledger, *, sweep_id: str, name: str, experiment: str, spec_text: str,
                  fingerprint: str, metric_name: str, metric_goal: str, options: Mapping,
-                 tracking_uri: str, trials: Sequence[Any],
+                 tracking_uri: str, trials: Iterable[Any],
                  driver: Mapping[str, Any] | None = None,
                  trial_count: int | None = None) -> Sweep:
     """Insert a sweep and all of its trials (PENDING) in one transaction; ``driver``: the
     columns naming the driver process (``reaper.driver_values``), so that a driver killed
-    from here on is recognised as gone. ``trial_count``: the trials it will have, when
-    they are proposed as it runs (bayes); default: ``trials``."""
+    from here on is recognised as gone. ``trials`` may be a stream (``iter_trials``): they
+    are read TRIALS_PER_INSERT at a time, never all held. ``trial_count``: the trials it
+    will have, when they are proposed as it runs (bayes); default: the trials inserted."""
     with ledger.session() as session:
         sweep = Sweep(id=sweep_id, name=name, experiment=experiment, spec_text=spec_text,
                       fingerprint=fingerprint, metric_name=metric_name,
                       metric_goal=metric_goal, options=dict(options),
                       tracking_uri=tracking_uri,
-                      trial_count=len(trials) if trial_count is None else trial_count,
+                      trial_count=0 if trial_count is None else trial_count,
                       heartbeat_at=utcnow(), **dict(driver or {}))
         session.add(sweep)
         session.flush()
         rows = ({"sweep_id": sweep_id, "key": t.key, "index": t.index, "repeat": t.repeat,
                  "config": t.config, "overrides": _jsonable(t.overrides)} for t in trials)
+        inserted = 0
         while chunk := list(islice(rows, TRIALS_PER_INSERT)):  # bulk, not an object a row
             session.execute(insert(Trial), chunk)
+            inserted += len(chunk)
+        if trial_count is None:
+            sweep.trial_count = inserted
     return sweep
+
+
+def trial_pages(ledger: Ledger, sweep_id: str, states: Iterable[str] | None = None,
+                page: int = TRIALS_PER_INSERT) -> Iterator[list[Trial]]:
+    """The sweep's trials, ``page`` at a time, in the order they were recorded (index
+    order: ``create_sweep`` and ``add_trial`` insert them so): ``trials_of`` without
+    holding them all. Each page is read in its own session, after the last page's id, so
+    no cursor stays open between pages."""
+    after = 0
+    while True:
+        with ledger.session() as session:
+            query = select(Trial).where(Trial.sweep_id == sweep_id, Trial.id > after)
+            if states is not None:
+                query = query.where(Trial.state.in_(list(states)))
+            rows = list(session.scalars(query.order_by(Trial.id).limit(page)))
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
 
 
 def add_trial(ledger: Ledger, sweep_id: str, *, key: str, index: int, config: dict,
@@ -368,3 +392,14 @@ def load_checkpoint(ledger: Ledger, trial_id: int) -> tuple[int, bytes] | None:
     with ledger.session() as session:
         checkpoint = session.get(Checkpoint, trial_id)
         return None if checkpoint is None else (checkpoint.epoch, checkpoint.payload)
+
+
+def configs_of(ledger: Ledger, trial_ids: Sequence[int]) -> dict[int, tuple[dict, dict]]:
+    """Trial id -> (config, overrides) of these trials, one query (the driver reads them as
+    its queue reaches them, not a whole sweep's at once)."""
+    if not trial_ids:
+        return {}
+    with ledger.session() as session:
+        rows = session.execute(select(Trial.id, Trial.config, Trial.overrides)
+                               .where(Trial.id.in_(list(trial_ids))))
+        return {trial_id: (config, overrides or {}) for trial_id, config, overrides in rows}

@@ -8,17 +8,51 @@ option, what must hold and what was given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nnchain.errors import SpecError
-from nnchain.ledger.store import (  # noqa: F401 - open_existing_ledger: re-exported
-    Ledger,
-    open_existing_ledger,
-)
 from nnchain.report import table
-from nnchain.report.filters import parse_where, where_all
 from nnchain.report.keys import Catalog
-from nnchain.report.query import Loaded, load_trials
+from nnchain.report.query import Loaded, load_shown, load_trials
 from nnchain.report.table import Comparison
+
+if TYPE_CHECKING:
+    from nnchain.ledger.store import Ledger
+
+
+def __getattr__(name: str):
+    if name == "open_existing_ledger":  # re-exported; SQLAlchemy only when asked for
+        from nnchain.ledger.store import open_existing_ledger
+
+        return open_existing_ledger
+    raise AttributeError(name)
+
+
+def compare_at(tracking_uri: str | None, ledger_url: str | None, refs: Sequence[str], *,
+               where: Sequence[str] = (), sort: str | None = None, top: int | None = None,
+               columns: Sequence[str] | None = None,
+               group_by: Sequence[str] | None = None) -> Comparison:
+    """``compare_sweeps`` on the ledger beside ``tracking_uri`` (or at ``ledger_url``).
+
+    The default comparison (no ``where``, ``sort``, ``columns`` or ``group_by``) of an
+    SQLite ledger reads only what it shows (``query.load_shown``), without SQLAlchemy;
+    anything else opens the ledger (``open_existing_ledger``) and loads every trial."""
+    if not (where or sort or columns or group_by):
+        from nnchain.ledger.location import resolve_ledger_url
+        from nnchain.tracking.store import resolve_tracking_uri
+
+        url = resolve_ledger_url(resolve_tracking_uri(tracking_uri), ledger_url)
+        loaded = load_shown(url, refs)
+        if loaded is not None:
+            return compare_loaded(loaded, top=top)
+    from nnchain.ledger.store import open_existing_ledger
+
+    ledger = open_existing_ledger(tracking_uri, ledger_url)
+    try:
+        return compare_sweeps(ledger, refs, where=where, sort=sort, top=top, columns=columns,
+                              group_by=group_by)
+    finally:
+        ledger.dispose()
 
 
 def compare_sweeps(ledger: Ledger, refs: Sequence[str], *, where: Sequence[str] = (),
@@ -52,8 +86,12 @@ def compare_loaded(loaded: Loaded, *, where: Sequence[str] = (), sort: str | Non
     if top is not None and top < 1:
         raise SpecError("--top", f"must be >= 1, got {top}")
     catalog = Catalog(loaded)
-    keep = where_all([parse_where(expression, catalog) for expression in where])
-    rows = [row for row in loaded.rows if keep(row)]
+    rows = loaded.rows
+    if where:
+        from nnchain.report.filters import parse_where, where_all
+
+        keep = where_all([parse_where(expression, catalog) for expression in where])
+        rows = [row for row in rows if keep(row)]
     defaults = table.default_keys(loaded, rows)
     if group_by:  # only numbers have a value per group: the defaults are the metrics
         defaults = [key for key in defaults if key.kind == "metric"]

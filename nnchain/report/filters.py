@@ -22,7 +22,7 @@ from typing import Any
 
 from nnchain.config import did_you_mean, param_value
 from nnchain.errors import SpecError
-from nnchain.ledger.models import TRIAL_STATES
+from nnchain.ledger.states import TRIAL_STATES
 from nnchain.report.keys import Catalog, Key
 
 OPTION = "--where"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import re
@@ -26,11 +27,14 @@ from datetime import datetime, timezone
 import numpy as np
 
 from nnchain.config import param_value
-from nnchain.report.summary import SweepSummary, final_value
+from nnchain.report.summary import Group, SweepSummary, final_value
 from nnchain.tracking import plots
 
 MAX_GROUPS_DRAWN = 10  # lines of the learning curves; heatmap panels: MAX_PANELS
 MAX_PANELS = 8
+# Runs whose values a report reads and holds at once: a read costs in proportion to its
+# runs (mlflow_sql.metric_values), so small reads keep the report's memory flat.
+STREAMED_RUNS_PER_READ = 250
 MAX_RANKED_ROWS = 200  # rows of the ranking table in report.html (results.csv has all)
 LEARNING_CURVES = "learning_curves.png"
 GRADIENT_FLOW = "gradient_flow.png"
@@ -42,41 +46,102 @@ REPORT = "report.html"
 
 def sweep_report(ledger, tracking_uri: str, ref: str, *, metric: str | None = None,
                  group_by: Sequence[str] | None = None, ui_url: str = "",
-                 status: str | None = None) -> tuple[SweepSummary, dict[str, bytes]]:
+                 status: str | None = None, keep_histories: int = 0
+                 ) -> tuple[SweepSummary, dict[str, bytes]]:
     """The report of sweep ``ref`` (name, id or unique id prefix) as files by name.
 
-    Unknown sweep, metric or group key: ``SpecError`` before anything is read from MLflow."""
+    Unknown sweep, metric or group key: ``SpecError`` before anything is read from MLflow.
+
+    Its memory does not grow with the sweep beyond what the report holds: the trials are
+    read cut to what it shows (``query.load_for_report``), the curves a chunk of runs at a
+    time in the groups' order, each group's entry written into summary.json as soon as its
+    curves are made, and only the curves the pictures draw kept. The summary returned
+    keeps the histories of its ``keep_histories`` best trials only."""
     from nnchain.ledger import sweeps as ledger_ops
     from nnchain.report.compare import compare_loaded
     from nnchain.report.output import to_csv
-    from nnchain.report.query import load_trials
-    from nnchain.report.summary import (
-        build_summary,
-        check_options,
-        curve_keys,
-        load_histories,
-    )
+    from nnchain.report.query import load_for_report
+    from nnchain.report.summary import check_options, curve_keys, plan_summary
 
-    loaded = load_trials(ledger, [ref])
+    loaded = load_for_report(ledger, ref, metric=metric, group_by=group_by)
     if status is not None:  # the sweep's end, before its ledger row says so
         loaded = replace(loaded, sweeps=[replace(loaded.sweeps[0], status=status)])
     metric, keys = check_options(loaded, metric, group_by)
     record = ledger_ops.find_sweep(ledger, loaded.sweeps[0].id)
-    histories = load_histories(tracking_uri, (row["run_id"] for row in loaded.rows), metric,
-                               curve_keys(loaded.rows, metric))
-    summary = build_summary(loaded, experiment_id=record.experiment_id or "",
-                            parent_run_id=record.parent_run_id or "", histories=histories,
-                            metric=metric, group_by=keys)
+    summary = plan_summary(loaded, experiment_id=record.experiment_id or "",
+                           parent_run_id=record.parent_run_id or "", metric=metric,
+                           group_by=keys)
+    written = SummaryJson(summary)
+    _stream_curves(summary, tracking_uri, curve_keys(loaded.metric_keys(), metric),
+                   written, {row["run_id"] for row in summary.ranked[:keep_histories]})
     goal_sign = "" if summary.goal == "minimize" else "-"
     comparison = compare_loaded(loaded, sort=f"{goal_sign}{metric}",
                                 columns=[f"+{metric}", "+run_id"])
-    return summary, report_files(summary, to_csv(comparison).encode(), ui_url=ui_url)
+    results_csv = to_csv(comparison).encode()
+    del comparison
+    return summary, report_files(summary, results_csv, ui_url=ui_url,
+                                 summary_json_bytes=written.close())
 
 
-def report_files(summary: SweepSummary, results_csv: bytes, ui_url: str = ""
-                 ) -> dict[str, bytes]:
+def _stream_curves(summary: SweepSummary, tracking_uri: str, keys: list[str],
+                   written: SummaryJson, kept: set[str]) -> None:
+    """Each group's curves from the store, read in the groups' order a chunk of runs at a
+    time; the group written into ``written`` once its last run is read, and its curves
+    then dropped unless a picture draws them (``pictures_of`` takes the first groups that
+    have them). The histories of the runs in ``kept`` stay in ``summary.histories``."""
+    from nnchain.report.summary import add_curves, finished_runs, iter_histories
+
+    metric = summary.metric
+    runs = [run_id for group in summary.groups for run_id in finished_runs(group)]
+    listed = set(runs)
+    runs += [run_id for run_id in kept if run_id not in listed]
+    groups = iter(summary.groups)
+    group = next(groups, None)
+    read: set[str] = set()
+    histories: dict[str, dict] = {}
+    drawn = {"curves": 0, "gradient": 0, "effect": 0}
+
+    def complete(group) -> bool:
+        return all(run_id in read or not run_id for run_id in finished_runs(group))
+
+    def finish(group) -> None:
+        members = finished_runs(group)
+        add_curves(group, [histories.get(run_id, {}) for run_id in members], metric)
+        written.add(group)
+        if metric in group.curves and drawn["curves"] < MAX_GROUPS_DRAWN:
+            drawn["curves"] += 1
+        else:
+            group.curves.clear()  # not a new dict: nothing long-lived made mid-chunk
+        for name in ("gradient", "effect"):
+            if getattr(group, name) is not None and drawn[name] < MAX_PANELS:
+                drawn[name] += 1
+            else:
+                setattr(group, name, None)
+        for run_id in members:
+            histories.pop(run_id, None)
+
+    for chunk, chunk_histories in iter_histories(tracking_uri, runs, metric, keys,
+                                                 runs_per_read=STREAMED_RUNS_PER_READ):
+        read.update(chunk)
+        histories.update(chunk_histories)
+        summary.histories.update({run_id: chunk_histories[run_id]
+                                  for run_id in kept & chunk_histories.keys()})
+        while group is not None and complete(group):
+            finish(group)
+            group = next(groups, None)
+    while group is not None:
+        finish(group)
+        group = next(groups, None)
+
+
+def report_files(summary: SweepSummary, results_csv: bytes, ui_url: str = "",
+                 summary_json_bytes: bytes | None = None) -> dict[str, bytes]:
+    """The report's files; ``summary_json_bytes``: summary.json already written (a
+    streamed report, whose groups no longer hold every curve)."""
     pictures = pictures_of(summary)
-    files = {RESULTS: results_csv, SUMMARY: summary_json(summary).encode(), **pictures}
+    if summary_json_bytes is None:
+        summary_json_bytes = summary_json(summary).encode()
+    files = {RESULTS: results_csv, SUMMARY: summary_json_bytes, **pictures}
     files[REPORT] = report_html(summary, pictures, ui_url).encode()
     return files
 
@@ -120,21 +185,51 @@ def param_file(key: str) -> str:
 
 
 def summary_json(summary: SweepSummary) -> str:
-    best = summary.best
-    data = {
-        "sweep": summary.sweep.name, "sweep_id": summary.sweep.id, "metric": summary.metric,
-        "goal": summary.goal, "status": summary.sweep.status, "counts": summary.counts,
-        "trials": sum(summary.counts.values()), "group_by": summary.group_by,
-        "best": None if best is None else {
-            "value": final_value(best, summary.metric), "index": best["index"],
-            "run_id": best["run_id"], "name": summary.names.get(best["run_id"], "")},
-        "groups": [{
-            "label": g.label, "values": g.values, "trials": len(g.rows),
-            "final": g.final,
-            "curves": {key: {"mean": _list(c.mean), "std": _list(c.std),
-                             "count": c.count.tolist()} for key, c in g.curves.items()},
-        } for g in summary.groups]}
-    return json.dumps(data, indent=1, allow_nan=False)
+    written = SummaryJson(summary)
+    for group in summary.groups:
+        written.add(group)
+    return written.close().decode()
+
+
+class SummaryJson:
+    """summary.json written a group at a time: the text ``json.dumps(data, indent=1)``
+    gives for the whole, without holding every group's curves as Python lists at once."""
+
+    def __init__(self, summary: SweepSummary) -> None:
+        best = summary.best
+        head = {
+            "sweep": summary.sweep.name, "sweep_id": summary.sweep.id,
+            "metric": summary.metric, "goal": summary.goal, "status": summary.sweep.status,
+            "counts": summary.counts, "trials": sum(summary.counts.values()),
+            "group_by": summary.group_by,
+            "best": None if best is None else {
+                "value": final_value(best, summary.metric), "index": best["index"],
+                "run_id": best["run_id"], "name": summary.names.get(best["run_id"], "")},
+            "groups": []}  # the last key: its items are written by add()
+        text = json.dumps(head, indent=1, allow_nan=False)
+        opening, closing = text.rsplit("[]", 1)
+        self._closing = closing.encode()
+        self._out = io.BytesIO()
+        self._out.write(opening.encode() + b"[")
+        self._count = 0
+
+    def add(self, group: Group) -> None:
+        entry = {"label": group.label, "values": group.values, "trials": len(group.rows),
+                 "final": group.final,
+                 "curves": {key: {"mean": _list(c.mean), "std": _list(c.std),
+                                  "count": c.count.tolist()}
+                            for key, c in group.curves.items()}}
+        lines = json.dumps(entry, indent=1, allow_nan=False).split("\n")
+        self._out.write((",\n" if self._count else "\n").encode())
+        self._out.write("\n".join(INDENT + line for line in lines).encode())
+        self._count += 1
+
+    def close(self) -> bytes:
+        self._out.write((f"\n{INDENT[:-1]}]" if self._count else "]").encode() + self._closing)
+        return self._out.getvalue()
+
+
+INDENT = "  "  # a group's lines in summary.json: inside the top object and its "groups"
 
 
 def _list(values: np.ndarray) -> list[float | None]:
@@ -258,7 +353,8 @@ def publish_report(ledger, client, sweep_id: str, *, status: str | None = None,
     from nnchain.tracking import sweep_runs
     from nnchain.tracking.artifacts import trial_pictures
 
-    summary, files = sweep_report(ledger, client.tracking_uri, sweep_id, status=status)
+    summary, files = sweep_report(ledger, client.tracking_uri, sweep_id, status=status,
+                                  keep_histories=top_pictures)
     metrics = {f"trials_{state.lower()}": float(n) for state, n in summary.counts.items()}
     metrics["trials_total"] = float(sum(summary.counts.values()))
     best = summary.best

@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from nnchain.config import FIELDS, did_you_mean
 from nnchain.errors import SpecError
-from nnchain.ledger.models import FINISHED
+from nnchain.ledger.states import FINISHED
 from nnchain.report.query import Loaded
 
 TRIAL_FIELDS = ("sweep", "sweep_id", "index", "key", "repeat", "state", "reason", "run_id",
@@ -76,17 +76,28 @@ class Key:
 
 
 class Catalog:
-    """The keys known for a set of loaded trials; resolves user text to a ``Key``."""
+    """The keys known for a set of loaded trials; resolves user text to a ``Key``.
+
+    The known keys are gathered when first asked for: a comparison that resolves no key
+    (the default columns and sort) never walks every trial's params."""
 
     def __init__(self, loaded: Loaded) -> None:
+        self.loaded = loaded
+
+    @cached_property
+    def params(self) -> tuple[str, ...]:
+        from nnchain.config import FIELDS
+
         params: dict[str, None] = dict.fromkeys(FIELDS)
+        params.update(dict.fromkeys(self.loaded.param_keys()))
+        return tuple(params)
+
+    @cached_property
+    def metrics(self) -> tuple[str, ...]:
         metrics: dict[str, None] = dict.fromkeys(BASE_METRICS)
-        metrics.update(dict.fromkeys(s.metric_name for s in loaded.sweeps))
-        for row in loaded.rows:
-            params.update(dict.fromkeys(row["params"]))
-            metrics.update(dict.fromkeys(row["summary"]))
-        self.params = tuple(params)
-        self.metrics = tuple(metrics)
+        metrics.update(dict.fromkeys(s.metric_name for s in self.loaded.sweeps))
+        metrics.update(dict.fromkeys(self.loaded.metric_keys()))
+        return tuple(metrics)
 
     def names(self) -> tuple[str, ...]:
         """Every key a user may type (metric stats spelled out), for suggestions."""
@@ -124,6 +135,8 @@ class Catalog:
                                 f"got {text!r}{within}{self.suggest(text)}")
 
     def suggest(self, text: str) -> str:
+        from nnchain.config import did_you_mean
+
         hint = did_you_mean(text, self.names())
         if hint:
             return hint

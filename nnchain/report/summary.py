@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from nnchain.config import param_value
 from nnchain.errors import SpecError
-from nnchain.ledger.models import FINISHED
+from nnchain.ledger.states import FINISHED
 from nnchain.report.query import Loaded, SweepInfo
 from nnchain.report.table import summarize
 
@@ -116,13 +116,13 @@ def check_options(loaded: Loaded, metric: str | None, group_by: Sequence[str] | 
     """The metric and group keys asked for, checked against the sweep's trials."""
     rows, sweep = loaded.rows, loaded.sweeps[0]
     metric = metric or sweep.metric_name
-    known = {sweep.metric_name, *(k for row in rows for k in row["summary"])}
+    known = {sweep.metric_name, *loaded.metric_keys()}
     if metric not in known:
         raise SpecError("--metric", f"must be a metric the sweep's trials recorded "
                                     f"({', '.join(sorted(known)[:8])}...), got {metric!r}")
     if group_by is None:
         return metric, varied_params(rows)
-    params = {k for row in rows for k in row["params"]} | {SEED}
+    params = {*loaded.param_keys(), SEED}
     for key in group_by:
         if key not in params:
             raise SpecError("--group-by", f"each key must be a param of the sweep's trials "
@@ -134,6 +134,21 @@ def check_options(loaded: Loaded, metric: str | None, group_by: Sequence[str] | 
 def build_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str,
                   histories: dict[str, dict[str, np.ndarray]], metric: str,
                   group_by: Sequence[str]) -> SweepSummary:
+    """The summary with every group's curves, from ``histories`` (run id -> key -> values)."""
+    summary = plan_summary(loaded, experiment_id=experiment_id, parent_run_id=parent_run_id,
+                           metric=metric, group_by=group_by)
+    for group in summary.groups:
+        add_curves(group, [histories.get(run_id, {}) for run_id in finished_runs(group)],
+                   metric)
+    summary.histories = histories
+    return summary
+
+
+def plan_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str, metric: str,
+                 group_by: Sequence[str]) -> SweepSummary:
+    """The summary without curves: counts, the ranking, the groups in their order (by the
+    mean of the metric's final value) and the trials' names. ``add_curves`` then gives
+    each group its curves, one group at a time if need be."""
     sweep, rows = loaded.sweeps[0], loaded.rows
     goal = metric_goal(metric, sweep)
     counts = Counter(row["state"] for row in rows)
@@ -151,21 +166,30 @@ def build_summary(loaded: Loaded, *, experiment_id: str, parent_run_id: str,
         values = {key: _group_value(members[0], key) for key in group_by}
         finished = [r for r in members if r["state"] == FINISHED]
         finals = [v for v in (final_value(r, metric) for r in finished) if v is not None]
-        group = Group(label_of(values) or "all trials", values, members, summarize(finals))
-        runs = [histories.get(r["run_id"], {}) for r in finished]
-        for key in (*COST_KEYS, metric):
-            series = [run[key] for run in runs if key in run]
-            if series:
-                group.curves[key] = curve_of(series)
-        group.gradient = layers_of(runs, GRAD_KEY)
-        group.effect = layers_of(runs, EFFECT_KEY)
-        groups.append(group)
+        groups.append(Group(label_of(values) or "all trials", values, members,
+                            summarize(finals)))
     groups.sort(key=lambda g: math.inf if g.final["mean"] is None else sign * g.final["mean"])
     return SweepSummary(sweep, experiment_id, parent_run_id, metric, goal,
                         dict(sorted(counts.items())), list(group_by), varied_params(rows),
                         groups, ranked,
                         {r["run_id"]: short_name(r) for r in rows},
-                        histories)
+                        {})
+
+
+def finished_runs(group: Group) -> list[str]:
+    """The run ids of the group's FINISHED trials, whose curves make its curves."""
+    return [row["run_id"] for row in group.rows if row["state"] == FINISHED]
+
+
+def add_curves(group: Group, runs: Sequence[dict[str, np.ndarray]], metric: str) -> None:
+    """The group's curves (costs, the metric) and per-layer heatmaps from ``runs``, the
+    histories of its FINISHED trials (``finished_runs``' order)."""
+    for key in (*COST_KEYS, metric):
+        series = [run[key] for run in runs if key in run]
+        if series:
+            group.curves[key] = curve_of(series)
+    group.gradient = layers_of(runs, GRAD_KEY)
+    group.effect = layers_of(runs, EFFECT_KEY)
 
 
 def _group_value(row: dict, key: str) -> Any:
@@ -211,35 +235,55 @@ def wanted(key: str, metric: str) -> bool:
     return key in COST_KEYS or key == metric or key.startswith(LAYER_PREFIXES)
 
 
-def curve_keys(rows: Sequence[dict], metric: str) -> list[str]:
-    """The keys the report draws that the trials recorded (their summaries name them)."""
-    return sorted({key for row in rows for key in row["summary"] if wanted(key, metric)}
-                  | {metric})
+def curve_keys(keys: Iterable[str], metric: str) -> list[str]:
+    """The keys the report draws among those the trials recorded (``keys``: their
+    summaries' keys, ``Loaded.metric_keys``)."""
+    return sorted({key for key in keys if wanted(key, metric)} | {metric})
 
 
 def load_histories(tracking_uri: str, run_ids: Iterable[str], metric: str,
                    keys: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """run id -> key -> values by step (NaN where a step is missing) of the costs, the
     metric and the per-layer gradient norms (``keys``, when known: the query then finds
-    them by the metrics table's primary key). Read through the MLflow adapter a chunk of
-    runs at a time, each chunk made arrays before the next; else through the client."""
+    them by the metrics table's primary key); ``iter_histories``, every chunk kept."""
+    histories: dict[str, dict[str, np.ndarray]] = {}
+    for _, chunk in iter_histories(tracking_uri, run_ids, metric, keys):
+        histories.update(chunk)
+    return histories
+
+
+def iter_histories(tracking_uri: str, run_ids: Iterable[str], metric: str,
+                   keys: Sequence[str] | None = None, *, runs_per_read: int | None = None
+                   ) -> Iterator[tuple[list[str], dict[str, dict[str, np.ndarray]]]]:
+    """(run ids, their histories) a chunk of runs at a time, in the order given (empty and
+    repeated ids left out): through the MLflow adapter ``runs_per_read`` runs a query
+    (default ``mlflow_sql.RUNS_PER_READ``),
+    each chunk made arrays before the next is read; else through the client, a run at a
+    time. A run without any value has no history in its chunk."""
     from nnchain.tracking import mlflow_sql
 
     run_ids = [r for r in dict.fromkeys(run_ids) if r]
     with mlflow_sql.tables_of(tracking_uri) as tables:
         if tables is not None:
-            chunks = tables.metric_values(run_ids, sorted(keys)) if keys else \
-                tables.metric_values(run_ids, sorted({*COST_KEYS, metric}),
-                                     key_prefixes=LAYER_PREFIXES)
-            histories: dict[str, dict[str, np.ndarray]] = {}
-            for rows in chunks:
+            size = min(runs_per_read or mlflow_sql.RUNS_PER_READ, mlflow_sql.RUNS_PER_READ)
+            for start in range(0, len(run_ids), size):
+                chunk = run_ids[start:start + size]
+                reads = tables.metric_values(chunk, sorted(keys)) if keys else \
+                    tables.metric_values(chunk, sorted({*COST_KEYS, metric}),
+                                         key_prefixes=LAYER_PREFIXES)
                 points: dict[str, dict[str, list[tuple[int, float]]]] = {}
-                for run_id, key, step, value, is_nan in rows:
-                    points.setdefault(run_id, {}).setdefault(key, []).append(
-                        (int(step), math.nan if is_nan else float(value)))
-                histories.update(_arrays(points))
-            return histories
-    return _arrays(_client_points(tracking_uri, run_ids, metric))
+                for rows in reads:
+                    for run_id, key, step, value, is_nan in rows:
+                        points.setdefault(run_id, {}).setdefault(key, []).append(
+                            (int(step), math.nan if is_nan else float(value)))
+                yield chunk, _arrays(points)
+            return
+    if run_ids:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        for run_id in run_ids:
+            yield [run_id], _arrays(_client_points(client, [run_id], metric))
 
 
 def _arrays(points: dict[str, dict[str, list[tuple[int, float]]]]
@@ -248,10 +292,7 @@ def _arrays(points: dict[str, dict[str, list[tuple[int, float]]]]
             for run_id, keys in points.items()}
 
 
-def _client_points(tracking_uri: str, run_ids: list[str], metric: str):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+def _client_points(client, run_ids: list[str], metric: str):
     points: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for run_id in run_ids:
         for key in client.get_run(run_id).data.metrics:

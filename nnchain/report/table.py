@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nnchain.config import param_value
 from nnchain.errors import SpecError
-from nnchain.ledger.models import FINISHED, PRUNED
+from nnchain.ledger.states import FINISHED, PRUNED
+from nnchain.params import param_value
 from nnchain.report.keys import Catalog, Key, unique
 from nnchain.report.query import Loaded, SweepInfo
 

@@ -81,6 +81,57 @@ def test_update_sweep_and_list_sweeps_with_counts(ledger):
     assert ledger_ops.find_sweep(ledger, "s1").cancel_requested == 1
 
 
+def test_create_sweep_takes_a_stream_a_statement_at_a_time(ledger):
+    """Trials from a generator (no len): read TRIALS_PER_INSERT at a time, each chunk
+    inserted before the next is drawn; the sweep's trial_count is the trials inserted."""
+    from sqlalchemy import event
+
+    n, per_insert = 2_500, ledger_ops.TRIALS_PER_INSERT
+    drawn = 0
+
+    def stream():
+        nonlocal drawn
+        for trial in cells(n):
+            drawn += 1
+            yield trial
+
+    drawn_at_inserts: list[int] = []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO NNCHAIN_TRIALS"):
+            drawn_at_inserts.append(drawn)
+
+    event.listen(ledger.engine, "before_cursor_execute", on_execute)
+    try:
+        ledger_ops.create_sweep(ledger, sweep_id="s1", name="big", experiment="exp",
+                                spec_text="", fingerprint="f", metric_name="val_cost",
+                                metric_goal="minimize", options={}, tracking_uri="x",
+                                trials=stream())
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", on_execute)
+    assert ledger_ops.find_sweep(ledger, "big").trial_count == n
+    assert ledger_ops.state_counts(ledger, "s1") == {PENDING: n}
+    # one statement a chunk (or one a row where the driver runs executemany), never all
+    # drawn before the first insert
+    assert drawn_at_inserts and drawn_at_inserts[0] <= per_insert
+    assert sorted(set(drawn_at_inserts)) == [per_insert, 2 * per_insert, n]
+
+
+def test_trial_pages_read_a_sweep_in_order_a_page_at_a_time(ledger):
+    ids = add_sweep(ledger, n=7)
+    add_sweep(ledger, "s2", "other", n=3)
+    pages = list(ledger_ops.trial_pages(ledger, "s1", page=3))
+    assert [[t.index for t in page] for page in pages] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [t.config for t in pages[1]] == [{"i": 3}, {"i": 4}, {"i": 5}]
+    ledger_ops.start_trial(ledger, ids[1], "run1", 0)
+    ledger_ops.start_trial(ledger, ids[5], "run5", 0)
+    running = list(ledger_ops.trial_pages(ledger, "s1", [RUNNING], page=1))
+    assert [[t.index for t in page] for page in running] == [[1], [5]]
+    assert list(ledger_ops.trial_pages(ledger, "nope")) == []
+    every = [t.id for page in ledger_ops.trial_pages(ledger, "s1") for t in page]
+    assert every == [t.id for t in ledger_ops.trials_of(ledger, "s1")]
+
+
 # ---- trials ----------------------------------------------------------------------------
 def test_trials_of_in_index_order_and_by_state(ledger):
     ids = add_sweep(ledger, n=4)

@@ -276,3 +276,65 @@ def test_curves_read_through_the_adapter_equal_the_clients(recorded, monkeypatch
         assert any(key.startswith("grad_norm/layer") for key in curves)
         for key, values in curves.items():
             np.testing.assert_array_equal(direct[run_id][key], values)
+
+
+def whole_report(ledger, uri: str, ref: str, metric=None, group_by=None):
+    """The report as it was made before it streamed: every trial and every history held."""
+    from nnchain.ledger import sweeps as ledger_ops
+    from nnchain.report.compare import compare_loaded
+    from nnchain.report.html import report_files
+    from nnchain.report.output import to_csv
+    from nnchain.report.query import load_trials
+    from nnchain.report.summary import build_summary, check_options, curve_keys, load_histories
+
+    loaded = load_trials(ledger, [ref])
+    metric, keys = check_options(loaded, metric, group_by)
+    record = ledger_ops.find_sweep(ledger, ref)
+    histories = load_histories(uri, (row["run_id"] for row in loaded.rows), metric,
+                               curve_keys(loaded.metric_keys(), metric))
+    summary = build_summary(loaded, experiment_id=record.experiment_id,
+                            parent_run_id=record.parent_run_id, histories=histories,
+                            metric=metric, group_by=keys)
+    sign = "" if summary.goal == "minimize" else "-"
+    comparison = compare_loaded(loaded, sort=f"{sign}{metric}",
+                                columns=[f"+{metric}", "+run_id"])
+    return summary, report_files(summary, to_csv(comparison).encode())
+
+
+def without_time(page: bytes) -> bytes:
+    return re.sub(rb"made \d{4}-\d\d-\d\d \d\d:\d\d UTC", b"made -", page)
+
+
+@pytest.mark.parametrize(("options", "runs_per_read"), [
+    ({}, 250), ({"group_by": ["seed"]}, 1), ({"group_by": ["model.hidden"]}, 3),
+    ({"metric": "train_cost", "group_by": ["train.lr", "seed"]}, 2)])
+def test_the_streamed_report_is_the_whole_one(recorded, monkeypatch, options, runs_per_read):
+    """Read a chunk of runs at a time (chunks ending mid-group too), each group written
+    when its last run is read: the same files as with every history held."""
+    from nnchain.ledger.store import open_existing_ledger
+    from nnchain.report import html
+
+    monkeypatch.setattr(html, "STREAMED_RUNS_PER_READ", runs_per_read)
+    ledger = open_existing_ledger(recorded["uri"], None)
+    try:
+        name = recorded["result"].name
+        whole, expected = whole_report(ledger, recorded["uri"], name, **options)
+        summary, files = html.sweep_report(ledger, recorded["uri"], name, keep_histories=3,
+                                           **options)
+    finally:
+        ledger.dispose()
+    assert set(files) == set(expected)
+    for file_name, payload in expected.items():
+        if file_name == html.REPORT:
+            assert without_time(files[file_name]) == without_time(payload)
+        else:
+            assert files[file_name] == payload, file_name
+    text = files[html.SUMMARY].decode()
+    assert text == json.dumps(json.loads(text), indent=1)  # json.dumps' own layout
+    assert [row["run_id"] for row in summary.ranked] == [row["run_id"] for row in whole.ranked]
+    kept = [row["run_id"] for row in whole.ranked[:3] if row["run_id"] in whole.histories]
+    assert set(summary.histories) == set(kept)
+    for run_id in kept:
+        assert summary.histories[run_id].keys() == whole.histories[run_id].keys()
+        for key, values in whole.histories[run_id].items():
+            np.testing.assert_array_equal(summary.histories[run_id][key], values)
