@@ -14,8 +14,9 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from nnchain.ledger import sweeps as ledger_ops
 from nnchain.ledger.models import Sweep, Trial, utcnow
@@ -32,11 +33,13 @@ from nnchain.ledger.states import (
 )
 from nnchain.ledger.store import Ledger
 from nnchain.runner.executor import Executor, Handle, TaskEnded
+from nnchain.runner.flusher import Batch, Flusher, RunFiles
 from nnchain.runner.messages import CheckpointSaved, End, Metrics, Start
 from nnchain.runner.task import Work
 from nnchain.sweep.pruning import Decision, Pruner
 from nnchain.tracking import sweep_runs
 from nnchain.tracking.metrics import Block, MetricWriter
+from nnchain.tracking.mlflow_sql import RunEnd
 from nnchain.tracking.retry import is_transient, with_retry
 
 # A trial handed to a task that has not started it yet: in the driver's memory only, the
@@ -49,18 +52,20 @@ def ledger_state(state: str) -> str:
     return PENDING if state == QUEUED else state
 
 
-@dataclass
+@dataclass(slots=True)
 class Live:
     """What the driver knows of one trial while the sweep runs. Its ``state`` changes only
-    through ``Driver._move``, which keeps the counts."""
+    through ``Driver._move``, which keeps the counts. Its config and overrides are held
+    only from a little before it is handed out until it ends (``Driver._hold_configs``),
+    its summary only while it may still run: a sweep of many trials is not held whole."""
 
     trial_id: int
     key: str
     index: int
     repeat: int
-    config: dict
-    overrides: dict
     data_index: int
+    config: dict | None = None
+    overrides: dict | None = None
     run_id: str = ""
     artifact_uri: str = ""
     attempt: int = 0
@@ -103,6 +108,11 @@ class Settings:
 # Buffered metric values that start a flush before its time: the sweep's last flush,
 # which nothing overlaps, stays short.
 FLUSH_VALUES = 25_000
+# Queued trials whose configs are read from the ledger at once, as the queue reaches them.
+CONFIGS_PER_READ = 1000
+# Buffered values past which the loop waits for the flush being written to hand over the
+# next one (its memory bound when the store is slower than the trials).
+HOLD_VALUES = 4 * FLUSH_VALUES
 
 # How often the loop beats for its running trials, checks their timeouts and reads the
 # sweep's cancel request.
@@ -123,12 +133,16 @@ class Driver:
         self.settings = settings
         self.on_progress = on_progress
         self.data_keys = data_keys
+        self._data_index = {key: index for index, key in enumerate(data_keys)}
         self.pruner = pruner  # early stopping's decisions, or None
         self.proposals = proposals  # bayes: trials proposed as slots free (sweep.bayes)
         self._decisions: list[Decision] = []  # new decisions, until the next flush
+        self._batch = Batch()  # what the next flush writes to MLflow (and the ledger)
+        self._flusher: Flusher | None = None  # writes batches while ``run`` runs
         self._handle_of: dict[int, Handle] = {}  # trial id -> the task it went out in
         self.live: dict[int, Live] = {}
-        self.queue: deque[Work] = deque()
+        self.queue: deque[int] = deque()  # trial ids, in the order they go out
+        self._checkpoints: dict[int, tuple[int, bytes]] = {}  # queued trial -> its checkpoint
         self.in_flight: dict[Handle, list[int]] = {}  # task -> its trial ids
         self._counts: Counter = Counter()  # by ledger state, kept by ``_move`` alone
         self.best: tuple[float, str] | None = None
@@ -158,35 +172,53 @@ class Driver:
         live.state = state
 
     # ---- setup -------------------------------------------------------------------------
-    def load(self, trials: Sequence[Trial]) -> None:
-        """Take the sweep's trials; those not FINISHED or PRUNED are requeued in the ledger
-        (a resume) and queued here, from their checkpoints. Recorded early-stopping
-        decisions are kept: a trial decided to stop stops there again."""
+    def load(self, trials: Iterable[Trial]) -> None:
+        """Take the sweep's trials (any iterable: pages of the ledger); those not FINISHED
+        or PRUNED are requeued in the ledger (a resume) and queued here, with their
+        checkpoints. Recorded early-stopping decisions are kept: a trial decided to stop
+        stops there again. Configs are not kept: the queue reads them as it goes."""
         checkpoints = ledger_ops.unfinished_checkpoints(self.ledger, self.sweep.id)
         if self.proposals is not None:
+            trials = list(trials)
             self.proposals.load(trials)
-        requeued = [trial.id for trial in trials if trial.state not in (*DONE, PENDING)]
         if self.pruner is not None:
             self.pruner.load(_decision(row) for row in
                              with_retry(ledger_ops.decisions_of, self.ledger, self.sweep.id,
                                         what="the ledger"))
-        with_retry(ledger_ops.requeue_trials, self.ledger, requeued, what="the ledger")
+        requeued = []
         for trial in trials:
-            self.live[trial.id] = Live(
-                trial.id, trial.key, trial.index, trial.repeat, trial.config, trial.overrides,
-                self.data_keys.index(_data_key(trial.config)), run_id=trial.run_id,
-                artifact_uri=trial.artifact_uri, attempt=trial.attempt, retries=trial.retries,
-                last_step=trial.last_step, summary=dict(trial.summary or {}), state=trial.state)
-        self._counts = Counter(live.state for live in self.live.values())
-        for trial in trials:
-            live = self.live[trial.id]
+            done = trial.state in DONE
+            live = Live(trial.id, trial.key, trial.index, trial.repeat,
+                        self._data_index[_data_key(trial.config)], run_id=trial.run_id,
+                        artifact_uri=trial.artifact_uri, attempt=trial.attempt,
+                        retries=trial.retries, last_step=trial.last_step,
+                        summary={} if done else dict(trial.summary or {}), state=trial.state)
+            self.live[trial.id] = live
+            self._counts[trial.state] += 1
             if trial.state == FINISHED:
                 self._consider_best(live, trial.metric)
-            elif trial.state != PRUNED:
+            elif not done:
+                if trial.state != PENDING:
+                    requeued.append(trial.id)
                 live.stopping = self.pruner is not None and trial.id in self.pruner.stopped
                 self._move(live, PENDING)
-                self.queue.append(self._work(live, checkpoints.get(trial.id)))
+                if trial.id in checkpoints:
+                    self._checkpoints[trial.id] = checkpoints[trial.id]
+                self.queue.append(trial.id)
+        with_retry(ledger_ops.requeue_trials, self.ledger, requeued, what="the ledger")
         self._progress()
+
+    def _hold_configs(self, trial_ids: Sequence[int]) -> None:
+        """The configs of these queued trials, and of the next ones in the queue (up to
+        ``CONFIGS_PER_READ`` in all), read from the ledger in one query where not held."""
+        if all(self.live[t].config is not None for t in trial_ids):
+            return
+        wanted = [t for t in (*trial_ids, *islice(self.queue, CONFIGS_PER_READ))
+                  if self.live[t].config is None][:CONFIGS_PER_READ]
+        found = with_retry(ledger_ops.configs_of, self.ledger, wanted, what="the ledger")
+        for trial_id, (config, overrides) in found.items():
+            live = self.live[trial_id]
+            live.config, live.overrides = config, overrides
 
     def _work(self, live: Live, checkpoint: tuple[int, bytes] | None) -> Work:
         report_at, stop_after = (), 0
@@ -211,6 +243,7 @@ class Driver:
         beat = threading.Thread(target=self._beat_forever, args=(stop_beating,), daemon=True,
                                 name="nnchain-heartbeat")
         beat.start()
+        self._flusher = Flusher(self._write)
         try:
             while self.queue or self.in_flight or self._may_propose():
                 if self.stop_reason:
@@ -219,6 +252,7 @@ class Driver:
                 for handle in self.executor.wait(list(self.in_flight), timeout=0.2):
                     self._take(handle)
                 self._housekeeping()
+            self._flush()
         except (KeyboardInterrupt, StopSweep):
             self._stop_all(self.stop_reason or "interrupted by the user")
             self._flush()
@@ -227,7 +261,8 @@ class Driver:
             stop_beating.set()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        self._flush()
+            self._flusher.close()
+            self._flusher = None
         return self.counts
 
     def _catch_interrupts(self):
@@ -252,17 +287,20 @@ class Driver:
             if self._may_propose() else None
         if trial is None:
             return False
-        live = Live(trial.id, trial.key, trial.index, trial.repeat, trial.config,
-                    trial.overrides, self.data_keys.index(_data_key(trial.config)))
+        live = Live(trial.id, trial.key, trial.index, trial.repeat,
+                    self._data_index[_data_key(trial.config)], trial.config,
+                    trial.overrides)
         self.live[trial.id] = live
         self._counts[PENDING] += 1
-        self.queue.append(self._work(live, None))
+        self.queue.append(trial.id)
         return True
 
     def _submit(self) -> None:
         while self._has_room() and (self.queue or self._propose()):
             size = pack_size(len(self.queue), self.settings.pack, self.settings.max_concurrent)
-            pack = [self.queue.popleft() for _ in range(size)]
+            trial_ids = [self.queue.popleft() for _ in range(size)]
+            self._hold_configs(trial_ids)
+            pack = [self._work(self.live[t], self._checkpoints.pop(t, None)) for t in trial_ids]
             handle = self.executor.submit(pack)
             self.in_flight[handle] = [w.trial_id for w in pack]
             for work in pack:
@@ -308,8 +346,8 @@ class Driver:
                 self.client, self.sweep.experiment_id, sweep_id=self.sweep.id,
                 trial_key=live.key, config=live.config)
         if live.run_id:
-            self.writer.start_run(live.run_id, {"nnchain.attempt": str(attempt)} if attempt
-                                  else None)
+            self._batch.run_starts[live.run_id] = {"nnchain.attempt": str(attempt)} \
+                if attempt else None
             if not live.artifact_uri:
                 live.artifact_uri = self.client.get_run(live.run_id).info.artifact_uri
         else:
@@ -332,7 +370,7 @@ class Driver:
         if skip:
             columns = {k: v[skip:] for k, v in columns.items()}
             stamps, first_step = stamps[skip:], first_step + skip
-        self.writer.add(Block(live.run_id, first_step, columns, stamps))
+        self._batch.add(Block(live.run_id, first_step, columns, stamps))
         live.last_step = first_step + len(stamps) - 1
         self._dirty.add(live.trial_id)
 
@@ -362,8 +400,8 @@ class Driver:
                    message.payload, what="the ledger")
 
     def _on_end(self, message: End) -> None:
-        """A trial ended: its weights are stored now; its run and ledger row are closed at
-        the next flush, after its metrics (so a FINISHED trial never lacks metrics)."""
+        """A trial ended: its files are stored, then its run and ledger row closed, at the
+        next flush, after its metrics (so a FINISHED trial never lacks metrics)."""
         live, status, reason = self.live[message.trial_id], message.status, message.reason
         epochs, tags = message.epochs, {"nnchain.status_reason": reason[:5000]} if reason else {}
         if status == FINISHED and live.stopping and \
@@ -376,13 +414,14 @@ class Driver:
         if message.weights is not None:
             files["weights.npz"] = message.weights
         if files:
-            with_retry(sweep_runs.log_files, self.client, live.run_id, files,
-                       live.artifact_uri, what="the MLflow store")
+            self._batch.files.append(RunFiles(live.run_id, live.artifact_uri, files))
         if status == FINISHED and live.rerun and self.pruner is not None:
             with_retry(self._drop_stale_prune_tag, live, what="the MLflow store")
-        self.writer.end_run(live.run_id, FINISHED if status == PRUNED else status, tags)
+        self._batch.run_ends[live.run_id] = RunEnd(FINISHED if status == PRUNED else status,
+                                                   int(time.time() * 1000), tags)
         self._ends.append((live, status, reason, epochs, message.seconds, metric))
         self._move(live, status)
+        live.config = live.overrides = None  # its summary goes once the end is gathered
         if self.proposals is not None:
             self.proposals.tell(live.trial_id, status, metric, epochs)
         if status == FINISHED:
@@ -398,6 +437,8 @@ class Driver:
     def _finish_pack(self, handle: Handle, error: BaseException | None) -> None:
         """A pack's task ended; after a crash, its unfinished trials are retried or failed."""
         trial_ids = self.in_flight.pop(handle)
+        for trial_id in trial_ids:
+            self._handle_of.pop(trial_id, None)
         if any(self.live[t].state == RUNNING for t in trial_ids):
             self._flush()  # their starts and progress first, then their retry
         for trial_id in trial_ids:
@@ -414,8 +455,10 @@ class Driver:
                 with_retry(ledger_ops.retry_trial, self.ledger, trial_id, retries=live.retries,
                            attempt=live.attempt, reason=reason, what="the ledger")
             self._move(live, PENDING)
-            self.queue.appendleft(self._work(
-                live, ledger_ops.load_checkpoint(self.ledger, trial_id)))
+            checkpoint = ledger_ops.load_checkpoint(self.ledger, trial_id)
+            if checkpoint is not None:
+                self._checkpoints[trial_id] = checkpoint
+            self.queue.appendleft(trial_id)
 
     def _fail(self, live: Live, reason: str) -> None:
         self._flush()
@@ -426,6 +469,8 @@ class Driver:
                    retries=live.retries, last_step=live.last_step, summary=live.summary,
                    what="the ledger")
         self._move(live, FAILED)
+        live.config = live.overrides = None
+        live.summary = {}
         if self.proposals is not None:
             self.proposals.tell(live.trial_id, FAILED, None, 0)
         self._progress()
@@ -433,9 +478,12 @@ class Driver:
     # ---- periodic work -----------------------------------------------------------------
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        self._flusher.check()
         if now - self._last_flush >= self.settings.flush_seconds or \
-                self.writer.pending_values >= FLUSH_VALUES:
-            self._flush()
+                self._batch.values >= FLUSH_VALUES:
+            # while a flush is being written the next one grows, up to HOLD_VALUES
+            if not self._flusher.busy or self._batch.values >= HOLD_VALUES:
+                self._flush(wait=False)
         if now - self._last_beat >= BEAT_SECONDS:
             self._last_beat = now
             try:
@@ -476,32 +524,74 @@ class Driver:
                     self._finish_pack(handle, None)
                     break
 
-    def _flush(self) -> None:
-        """Write buffered metrics to MLflow, then trial progress and ends to the ledger;
-        retried through a store outage."""
-        with_retry(self._flush_once, what="the MLflow store or ledger")
+    def _flush(self, wait: bool = True) -> None:
+        """Hand what the loop gathered to the writer thread, and with ``wait`` return once
+        it is written (outside ``run``: write it now). A batch with nothing in it is not
+        handed over."""
+        batch = self._gather()
+        if self._flusher is None:
+            if not batch.empty():
+                self._write(batch)
+            return
+        if not batch.empty():
+            self._flusher.hand(batch)
+        if wait:
+            self._flusher.wait()
 
-    def _flush_once(self) -> None:
-        """Early-stopping decisions, the writer's flush, then one ledger transaction:
-        trials started, trials' progress, trials ended (after their runs, so a FINISHED
-        trial has its metrics). Decisions go first, so that a run ended as pruned in MLflow
-        always has its stop decision kept in the ledger, for a resume to repeat."""
-        if self._decisions:
-            ledger_ops.write_trials(self.ledger, decisions=[
-                ledger_ops.decision_values(self.sweep.id, d) for d in self._decisions])
-            self._decisions = []
-        self.writer.flush()
+    def _gather(self) -> Batch:
+        """The next batch: what the loop buffered since the last one, with the ledger's
+        values of trials started, progressed and ended (summaries copied: the loop goes on
+        updating them while the batch is written)."""
+        batch, self._batch = self._batch, Batch()
+        batch.decisions = [ledger_ops.decision_values(self.sweep.id, d)
+                           for d in self._decisions]
         now = utcnow()
-        progress = {live.trial_id: {"last_step": live.last_step, "summary": live.summary,
-                                    "heartbeat_at": now, "epochs": live.last_step + 1}
-                    for live in (self.live[t] for t in self._dirty) if live.state == RUNNING}
-        ends = [(live.trial_id, status, reason,
-                 {"metric": metric, "summary": live.summary, "epochs": epochs,
-                  "last_step": live.last_step, "train_seconds": seconds, "heartbeat_at": now})
-                for live, status, reason, epochs, seconds, metric in self._ends]
-        ledger_ops.write_trials(self.ledger, starts=self._starts, progress=progress, ends=ends)
-        self._starts, self._dirty, self._ends = {}, set(), []
+        batch.trial_starts = self._starts
+        batch.progress = {
+            live.trial_id: {"last_step": live.last_step, "summary": _copied(live.summary),
+                            "heartbeat_at": now, "epochs": live.last_step + 1}
+            for live in (self.live[t] for t in self._dirty) if live.state == RUNNING}
+        batch.trial_ends = [
+            (live.trial_id, status, reason,
+             {"metric": metric, "summary": live.summary, "epochs": epochs,
+              "last_step": live.last_step, "train_seconds": seconds, "heartbeat_at": now})
+            for live, status, reason, epochs, seconds, metric in self._ends]
+        for live, *_ in self._ends:  # ended: the batch has its summary, the loop not
+            live.summary = {}
+        self._decisions, self._starts, self._dirty, self._ends = [], {}, set(), []
         self._last_flush = time.monotonic()
+        return batch
+
+    def _write(self, batch: Batch) -> None:
+        """Write a batch (the writer thread's work); retried through a store outage."""
+        with_retry(self._write_once, batch, what="the MLflow store or ledger")
+
+    def _write_once(self, batch: Batch) -> None:
+        """Early-stopping decisions, the runs' files, the MLflow writer's flush, then one
+        ledger transaction: trials started, trials' progress, trials ended (after their
+        runs, so a FINISHED trial has its metrics). Decisions go first, so that a run ended
+        as pruned in MLflow always has its stop decision kept in the ledger, for a resume
+        to repeat. Each part written is dropped from the batch (a retry goes on from
+        there); the MLflow writer keeps what it did not write."""
+        if batch.decisions:
+            ledger_ops.write_trials(self.ledger, decisions=batch.decisions)
+            batch.decisions = []
+        while batch.files:
+            run = batch.files[-1]
+            sweep_runs.log_files(self.client, run.run_id, run.files, run.artifact_uri)
+            batch.files.pop()
+        for run_id, tags in batch.run_starts.items():
+            self.writer.start_run(run_id, tags)
+        for block in batch.blocks:
+            self.writer.add(block)
+        for run_id, end in batch.run_ends.items():
+            self.writer.end_run(run_id, end.status, end.tags, end.end_ms)
+        batch.run_starts, batch.blocks, batch.run_ends = {}, [], {}
+        self.writer.flush()
+        if batch.trial_starts or batch.progress or batch.trial_ends:
+            ledger_ops.write_trials(self.ledger, starts=batch.trial_starts,
+                                    progress=batch.progress, ends=batch.trial_ends)
+            batch.trial_starts, batch.progress, batch.trial_ends = {}, {}, []
 
     def _stop_all(self, reason: str) -> None:
         """Cancel the tasks in flight and mark their running trials KILLED."""
@@ -570,6 +660,10 @@ def _update_summary(summary: dict, columns: dict) -> None:
             low, high = float(finite.min()), float(finite.max())
             entry["min"] = low if entry["min"] is None else min(entry["min"], low)
             entry["max"] = high if entry["max"] is None else max(entry["max"], high)
+
+
+def _copied(summary: dict) -> dict:
+    return {key: dict(entry) for key, entry in summary.items()}
 
 
 def _metric_value(summary: dict, name: str) -> float | None:

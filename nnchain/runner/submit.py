@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ from nnchain.credentials import has_secret, scrub, scrub_text, secrets_of, split
 from nnchain.errors import SpecError
 from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
 from nnchain.ledger.sweeps import new_sweep_id
+from nnchain.limits import DEFAULT_MAX_TRIALS, check_max_trials
 from nnchain.tracking.store import check_name
 
 SPEC_FILE = "sweep.yaml"
@@ -71,7 +72,7 @@ class SubmitOptions:
     tracking_uri: str | None = None  # as the cluster reaches it; None: the cluster's own
     ledger_url: str | None = None  # as the cluster reaches it; None: the cluster's own
     name: str | None = None
-    max_trials: int = 10_000
+    max_trials: int = DEFAULT_MAX_TRIALS
     max_concurrent: int | None = None
     cpus_per_trial: int = 1
     pack: int | None = None
@@ -130,21 +131,15 @@ def mask(text: str, secrets: Sequence[str]) -> str:
     return scrub_text(text)
 
 
-def _data_files(spec, trials: Sequence) -> list[str]:
-    """The data files the trials read, as the spec writes them (expansion resolves them
-    against this directory; the cluster resolves them against the job's)."""
-    base = (spec.base.get("data") or {}).get("path")
-    paths = {t.overrides.get("data.path", base) for t in trials}
-    return sorted(str(p) for p in paths if p)
-
-
-def prepare_working_dir(spec_path: str, spec, trials: Sequence) -> tuple[Path, list[str]]:
-    """A temp dir with the spec and the relative data files; notes for absolute ones."""
+def prepare_working_dir(spec_path: str, data_paths: Iterable[str]) -> tuple[Path, list[str]]:
+    """A temp dir with the spec and the relative data files; notes for absolute ones.
+    ``data_paths``: the files the trials read, as the spec writes them (expansion resolves
+    them against this directory; the cluster resolves them against the job's)."""
     notes: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="nnchain-submit-"))
     try:
         shutil.copyfile(spec_path, directory / SPEC_FILE)
-        for path in _data_files(spec, trials):
+        for path in sorted(data_paths):
             source = Path(path)
             if source.is_absolute() or path.startswith("~"):
                 notes.append(f"data file {path} is not shipped: it must exist at that path on "
@@ -252,20 +247,21 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     Bad input (spec, overrides, names, data files, an unreachable job API) raises
     ``SpecError`` before anything is submitted.
     """
-    from nnchain.sweep import expand, load_sweep_spec
+    from nnchain.sweep import load_sweep_spec, survey
 
     env = os.environ if options.env is None else options.env
+    check_max_trials(options.max_trials)
     spec = load_sweep_spec(spec_path, overrides)
     name = check_name("--name" if options.name else "name", options.name or spec.name)
     check_name("experiment", spec.experiment)
-    trials = expand(spec, max_trials=options.max_trials)
+    found = survey(spec, max_trials=options.max_trials)  # every cell checked, configs not kept
     address = resolve_address(options.address, env)
     secrets = secret_values(options, env)
     variables = job_env(options, env)
     client = job_client(address)
     if options.forward_credentials:
         _say(on_log, FORWARD_WARNING)
-    working_dir, notes = prepare_working_dir(spec_path, spec, trials)
+    working_dir, notes = prepare_working_dir(spec_path, found.data_paths)
     for note in notes:
         _say(on_log, note)
     job_id = f"nnchain-{uuid.uuid4().hex[:12]}"
@@ -277,7 +273,7 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
             runtime_env={"working_dir": str(working_dir), "env_vars": variables},
             metadata={"nnchain.sweep": name, "nnchain.sweep_id": sweep_id,
                       "nnchain.experiment": spec.experiment,
-                      "nnchain.trials": str(len(trials))})
+                      "nnchain.trials": str(found.count)})
     except Exception as exc:
         text = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else
                     type(exc).__name__, secrets)
@@ -286,7 +282,7 @@ def submit_sweep(spec_path: str, overrides: Sequence[str], options: SubmitOption
     finally:
         shutil.rmtree(working_dir, ignore_errors=True)
     submission = Submission(job_id=job_id, address=scrub(address), sweep_id=sweep_id,
-                            requested_name=name, trials=len(trials), secrets=secrets,
+                            requested_name=name, trials=found.count, secrets=secrets,
                             client=client)
     logs = _refresh(submission)
     if submission.job_status in TERMINAL and submission.job_status != "SUCCEEDED":

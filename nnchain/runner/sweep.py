@@ -3,16 +3,21 @@
 Order matters for invariant 6 (bad input leaves no state): the spec is expanded and
 every cell resolved, names checked and Ray reached before the first write; then the
 MLflow store is created or checked once, by this process, before any worker runs.
+
+The trials are never all in memory here: one pass over the expansion checks every cell
+and keeps the fingerprint, the first config and the data sections (``expansion.survey``),
+a second one streams the trials into the ledger.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,8 +37,9 @@ from nnchain.ledger.models import (
     Sweep,
     utcnow,
 )
-from nnchain.ledger.states import DONE
+from nnchain.ledger.states import DONE, TRIAL_STATES
 from nnchain.ledger.store import Ledger, ledger_exists, open_ledger, resolve_ledger_url
+from nnchain.limits import DEFAULT_MAX_TRIALS, caps, check_max_trials
 from nnchain.runner import cluster, identity
 from nnchain.runner.driver import Driver, Settings, Snapshot, StopSweep
 from nnchain.runner.executor import RayExecutor
@@ -60,7 +66,7 @@ class SweepOptions:
     address: str | None = None
     max_concurrent: int | None = None  # default: the cluster's CPUs / cpus_per_trial
     cpus_per_trial: float = 1.0  # a fraction packs several trials on one CPU
-    max_trials: int = 10_000
+    max_trials: int = DEFAULT_MAX_TRIALS
     name: str | None = None
     pack: int | None = None  # trials per Ray task; None: chosen from the sweep's size
     flush_seconds: float = 1.0
@@ -96,13 +102,9 @@ def auto_pack(n_trials: int, slots: int) -> int:
     return max(1, min(8, n_trials // max(1, slots * 4)))
 
 
-def _data_splits(configs: Sequence[dict]) -> tuple[list, list[str]]:
+def _data_splits(sections: Iterable[dict]) -> tuple[list, list[str]]:
     """Each distinct data section made once (shared through Ray's object store)."""
-    keys: list[str] = []
-    for config in configs:
-        key = json.dumps(config["data"], sort_keys=True)
-        if key not in keys:
-            keys.append(key)
+    keys = list(dict.fromkeys(json.dumps(section, sort_keys=True) for section in sections))
     return [make_data(json.loads(key)) for key in keys], keys
 
 
@@ -146,12 +148,13 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
               on_progress: Callable[[Snapshot], None] | None = None,
               on_created: Callable[[Sweep], None] | None = None) -> SweepResult:
     """Validate, record and run a new sweep to its end."""
-    from nnchain.sweep import expand, load_sweep_spec
+    from nnchain.sweep import load_sweep_spec, survey
 
+    check_max_trials(options.max_trials)
     spec = load_sweep_spec(spec_path, overrides)
     check_name("--name" if options.name else "name", options.name or spec.name)
     check_name("experiment", spec.experiment)
-    trials = expand(spec, max_trials=options.max_trials)
+    found = survey(spec, max_trials=options.max_trials)  # every cell checked, configs not kept
     uri = resolve_tracking_uri(options.tracking_uri)
     _check_new_sweep_id(options, uri)
     prepare_location(uri)
@@ -159,13 +162,12 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     local_cpus = None if (options.address or os.environ.get("RAY_ADDRESS")) else \
         (options.num_cpus or os.cpu_count() or 1)
     _check_cpus(options, local_cpus)
-    configs = _configs(spec, trials, options.max_trials)
-    datasets, data_keys = _data_splits(configs)
+    datasets, data_keys = _data_splits(found.data)
     # Everything is valid: while Ray starts (seconds of waiting), another thread creates or
     # checks the MLflow store, records the sweep and creates trial runs ahead.
     ray_ready = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        recording = pool.submit(_record_sweep, spec, trials, uri, options, ray_ready)
+        recording = pool.submit(_record_sweep, spec, found, uri, options, ray_ready)
         try:
             resources = cluster.connect(options.address, num_cpus=options.num_cpus)
         except BaseException as error:
@@ -174,10 +176,10 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
             raise
         ray_ready.set()
         client, ledger, sweep = recording.result()
-    settings = _settings(spec, options, resources, _trial_count(spec, trials),
-                         configs[0]["train"].get("checkpoint_every", 0))
-    template = configs[0]
-    del trials, configs  # the driver reads the trials from the ledger
+    template = found.first
+    settings = _settings(spec, options, resources, found.count,
+                         template["train"].get("checkpoint_every", 0))
+    del found  # the driver reads the trials from the ledger
     if on_created is not None:
         on_created(sweep)
     return _execute(ledger, client, uri, sweep, settings, datasets, data_keys, on_progress,
@@ -245,10 +247,11 @@ def _create_parent(ledger: Ledger, client, uri: str, spec, sweep_id: str, name: 
     return exp_id, parent
 
 
-def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: threading.Event):
+def _record_sweep(spec, found, uri: str, options: SweepOptions, ray_ready: threading.Event):
     """Open the stores, record the sweep (ledger rows, parent run) and create its trials'
-    runs (SCHEDULED): all of them in an SQL store, else until Ray is up."""
-    from nnchain.sweep import spec_fingerprint
+    runs (SCHEDULED): all of them in an SQL store, else until Ray is up. ``found``: the
+    expansion's survey; the trials are expanded again, streamed into the ledger."""
+    from nnchain.sweep import iter_trials
 
     client = open_client(uri)
     ledger = open_ledger(resolve_ledger_url(uri, options.ledger_url))
@@ -257,16 +260,17 @@ def _record_sweep(spec, trials, uri: str, options: SweepOptions, ray_ready: thre
     sweep_id = options.sweep_id or ledger_ops.new_sweep_id()
     ledger_ops.create_sweep(
         ledger, sweep_id=sweep_id, name=name, experiment=spec.experiment, spec_text=spec.text,
-        fingerprint=spec_fingerprint(spec, trials), metric_name=spec.metric.name,
-        metric_goal=spec.metric.goal, tracking_uri=scrub(uri), trials=trials,
-        trial_count=_trial_count(spec, trials),
+        fingerprint=found.fingerprint, metric_name=spec.metric.name,
+        metric_goal=spec.metric.goal, tracking_uri=scrub(uri),
+        trials=iter_trials(spec, max_trials=options.max_trials),
+        trial_count=found.count if spec.method == "bayes" else None,  # else: those inserted
         options={"max_retries": spec.max_retries, "trial_timeout": spec.trial_timeout,
                  "method": spec.method, "repeats": spec.repeats,
                  "overrides": list(spec.overrides)},
         driver=driver_values(identity.current()))
     exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
-                                _trial_count(spec, trials), what="the MLflow store")
-    trials = ledger_ops.trials_of(ledger, sweep_id)
+                                found.count, what="the MLflow store")
+    trials = itertools.chain.from_iterable(ledger_ops.trial_pages(ledger, sweep_id))
     if is_sql_store(uri):  # all at once, in one transaction
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
                              parent_run_id=parent, sweep_id=sweep_id, trials=trials,
@@ -304,7 +308,7 @@ def _create_runs_until(ray_ready: threading.Event, client, exp_id: str, parent: 
 def resume_sweep(ref: str, options: SweepOptions,
                  on_progress: Callable[[Snapshot], None] | None = None) -> SweepResult:
     """Run the trials of an existing sweep that are not FINISHED, from their checkpoints."""
-    from nnchain.sweep import apply_spec_overrides, expand, parse_sweep_spec, spec_fingerprint
+    from nnchain.sweep import apply_spec_overrides, parse_sweep_spec, survey
     from nnchain.yamlio import parse_yaml
 
     uri = resolve_tracking_uri(options.tracking_uri)
@@ -313,20 +317,23 @@ def resume_sweep(ref: str, options: SweepOptions,
     overrides = tuple(sweep.options.get("overrides", ()))
     data = apply_spec_overrides(parse_yaml(sweep.spec_text, "spec"), overrides)
     spec = parse_sweep_spec(data, sweep.spec_text, overrides=overrides)
-    trials = ledger_ops.trials_of(ledger, sweep.id)
-    if all(t.state in DONE for t in trials) and sweep.status == SWEEP_FINISHED:
+    counts = ledger_ops.state_counts(ledger, sweep.id)
+    if sum(counts[state] for state in DONE) == counts.total() and \
+            sweep.status == SWEEP_FINISHED:
         return _result_from_ledger(ledger, sweep)  # nothing to run: no Ray, no writes
     _check_cpus(options, None if (options.address or os.environ.get("RAY_ADDRESS")) else
                 (options.num_cpus or os.cpu_count() or 1))
-    resources = cluster.connect(options.address, num_cpus=options.num_cpus)
-    configs = _configs(spec, trials, options.max_trials)
-    settings = _settings(spec, options, resources, _trial_count(spec, trials),
-                         configs[0]["train"].get("checkpoint_every", 0) if configs else 0)
-    expected = spec_fingerprint(spec, expand(spec, max_trials=options.max_trials))
-    if expected != sweep.fingerprint:
+    # The sweep passed its --max-trials when it was made: here only the trials cap holds.
+    found = survey(spec, max_trials=max(options.max_trials, caps()["trials"]))
+    if found.fingerprint != sweep.fingerprint:
         raise SpecError("SWEEP", f"the spec of sweep {sweep.name!r} must not change, its "
                                  f"stored spec now expands differently")
-    datasets, data_keys = _data_splits(configs)
+    resources = cluster.connect(options.address, num_cpus=options.num_cpus)
+    template = found.first
+    settings = _settings(spec, options, resources, found.count,
+                         template["train"].get("checkpoint_every", 0) if template else 0)
+    datasets, data_keys = _data_splits(found.data)
+    del found
     client = open_client(uri)
     reap(ledger, client, sweep_id=sweep.id)
     if not claim(ledger, sweep.id, identity.current()):
@@ -335,7 +342,6 @@ def resume_sweep(ref: str, options: SweepOptions,
                                  f"{driver}; wait, or run `nnchain sweep cancel "
                                  f"{sweep.name}` first")
     sync_last_steps(ledger, client, uri, sweep.id)
-    template = configs[0] if configs else None
     if not sweep.parent_run_id:  # the first driver died before the ledger heard of it
         _create_parent(ledger, client, uri, spec, sweep.id, sweep.name, sweep.trial_count)
     else:
@@ -360,27 +366,14 @@ def sync_last_steps(ledger: Ledger, client, uri: str, sweep_id: str) -> None:
     the ledger: a driver killed between the two leaves MLflow ahead."""
     from nnchain.tracking.metrics import last_steps
 
-    unfinished = [t for t in ledger_ops.trials_of(ledger, sweep_id)
-                  if t.state not in DONE and t.run_id]
-    recorded = last_steps(client, uri, [t.run_id for t in unfinished])
-    for trial in unfinished:
-        step = recorded.get(trial.run_id, -1)
-        if step != trial.last_step:
-            ledger_ops.update_trial(ledger, trial.id, last_step=step)
-
-
-def _configs(spec, trials, max_trials: int) -> list[dict]:
-    """The trials' configs; for bayes, whose trials come as it runs, the first cell's
-    (every proposal shares its dataset)."""
-    from nnchain.sweep.expansion import bayes_template
-
-    if spec.method == "bayes":
-        return [bayes_template(spec, max_trials=max_trials)]
-    return [t.config for t in trials]
-
-
-def _trial_count(spec, trials) -> int:
-    return spec.run_cap if spec.method == "bayes" else len(trials)
+    states = [state for state in TRIAL_STATES if state not in DONE]
+    for page in ledger_ops.trial_pages(ledger, sweep_id, states):  # not every config at once
+        unfinished = [t for t in page if t.run_id]
+        recorded = last_steps(client, uri, [t.run_id for t in unfinished])
+        for trial in unfinished:
+            step = recorded.get(trial.run_id, -1)
+            if step != trial.last_step:
+                ledger_ops.update_trial(ledger, trial.id, last_step=step)
 
 
 def _pruner(spec, template: dict | None) -> Pruner | None:
@@ -404,7 +397,7 @@ def _execute(ledger: Ledger, client, uri: str, sweep: Sweep, settings: Settings,
     driver = Driver(ledger=ledger, client=client, writer=writer, sweep=sweep,
                     executor=executor, data_keys=data_keys, settings=settings,
                     on_progress=on_progress, pruner=pruner, proposals=proposals)
-    driver.load(ledger_ops.trials_of(ledger, sweep.id))
+    driver.load(itertools.chain.from_iterable(ledger_ops.trial_pages(ledger, sweep.id)))
     try:
         counts = driver.run()
     except (KeyboardInterrupt, StopSweep):
@@ -437,8 +430,8 @@ def _close(ledger: Ledger, client, sweep: Sweep, driver: Driver, status: str,
         if run_status != KILLED:  # an interrupted sweep ends at once
             from nnchain.tracking.models import log_best_model
 
-            model_uri = log_best_model(client, client.tracking_uri, best_live.run_id,
-                                       best_live.config)
+            config, _ = ledger_ops.configs_of(ledger, [best_live.trial_id])[best_live.trial_id]
+            model_uri = log_best_model(client, client.tracking_uri, best_live.run_id, config)
             if model_uri:
                 tags["nnchain.best_model_uri"] = model_uri
     if run_status != KILLED:  # an interrupted sweep ends at once (`nnchain report` later)

@@ -503,6 +503,73 @@ def test_a_trial_ends_in_the_ledger_only_after_its_run_with_all_its_metrics(ledg
     assert driver.counts == {FINISHED: 3}
 
 
+def test_configs_are_read_as_the_queue_reaches_them_and_let_go_at_the_end(ledger, store,
+                                                                          monkeypatch):
+    """The driver holds the configs of the trials queued next and in flight, not the
+    sweep's; an ended trial keeps neither its config nor its summary."""
+    monkeypatch.setattr(driver_module, "CONFIGS_PER_READ", 4)
+    lrs = [round(0.05 * (i + 1), 2) for i in range(16)]
+    sweep = new_sweep(ledger, store, spec_text(lrs=lrs))
+    reads: list[int] = []
+    held: list[int] = []
+    original_read, original_submit = ledger_ops.configs_of, Driver._submit
+
+    def configs_of(ledger_, trial_ids):
+        reads.append(len(trial_ids))
+        return original_read(ledger_, trial_ids)
+
+    def submit(self) -> None:
+        original_submit(self)
+        held.append(sum(live.config is not None for live in self.live.values()))
+
+    monkeypatch.setattr(ledger_ops, "configs_of", configs_of)
+    monkeypatch.setattr(Driver, "_submit", submit)
+    driver, _, _ = sweep.run(slots=2)
+    assert driver.counts == {FINISHED: 16}
+    assert max(reads) == 4 and sum(reads) == 16  # each config read once, 4 at a time
+    assert max(held) <= 4 + 2, held  # the next read's and the two in flight
+    assert all(live.config is None and live.summary == {} for live in driver.live.values())
+    for trial in sweep.trials():
+        assert_steps_once_each(sweep, trial.run_id)
+        assert json.loads(sweep.client.get_run(trial.run_id).data.params["train.lr"]) == \
+            trial.config["train"]["lr"]
+
+
+def test_the_loop_takes_messages_while_a_flush_is_written(ledger, store, monkeypatch):
+    """The store's writes run in the driver's writer thread: a slow flush does not stop
+    the trials' messages from being taken, and the sweep still ends with every step once."""
+    sweep = new_sweep(ledger, store, spec_text())
+    # messages come 5 ms apart: the sweep outlasts its first flush
+    executor = FakeExecutor(sweep.datasets, fault=lambda task, message: time.sleep(0.005))
+    taken_during: list[int] = []
+    original_flush = MetricWriter.flush
+
+    def slow_flush(self) -> None:
+        before = sum(len(task.delivered) for task in executor.tasks)
+        time.sleep(0.3)
+        taken_during.append(sum(len(task.delivered) for task in executor.tasks) - before)
+        original_flush(self)
+
+    ended: dict[int, tuple[int, int]] = {}  # trial id -> ms before and after its End
+    original_end = Driver._on_end
+
+    def on_end(self, message) -> None:
+        before = int(time.time() * 1000)
+        original_end(self, message)
+        ended[message.trial_id] = (before, int(time.time() * 1000))
+
+    monkeypatch.setattr(MetricWriter, "flush", slow_flush)
+    monkeypatch.setattr(Driver, "_on_end", on_end)
+    driver, _, _ = sweep.run(executor=executor)
+    assert driver.counts == {FINISHED: 3}
+    assert max(taken_during) > 0, taken_during
+    for trial in sweep.trials():
+        assert_steps_once_each(sweep, trial.run_id)
+        before, after = ended[trial.id]  # the run's end time is its End's, not the flush's
+        assert before <= sweep.client.get_run(trial.run_id).info.end_time <= after
+    assert_counts_match_ledger(sweep, driver)
+
+
 # ---- early stopping --------------------------------------------------------------------
 # Each trial's scripted val_cost (constant over its epochs), by trial index; ASHA with
 # min_iter 2, eta 2 over 12 epochs has rungs at epochs 2, 4 and 8. One slot: trials run in

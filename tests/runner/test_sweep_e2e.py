@@ -56,6 +56,8 @@ def check_sweep_in_mlflow(client: MlflowClient, spec_path, sweep_id: str) -> Non
     best = parent.data.tags["nnchain.best_run_id"]
     best_value = min(r.data.metrics["val_cost"] for r in children)
     assert client.get_run(best).data.metrics["val_cost"] == best_value
+    # the best trial logged as a model, from its config (the ledger's: the driver let it go)
+    assert parent.data.tags["nnchain.best_model_uri"].startswith("models:/"), parent.data.tags
 
 
 @pytest.mark.slow
