@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -120,8 +119,7 @@ def insert_scheduled_runs(client, tracking_uri: str, experiment_id: str, *,
         made = {}
 
         def new_runs():  # one at a time: the adapter writes them in chunks
-            for trial in trials:
-                run_id = uuid.uuid4().hex
+            for trial, run_id in zip(trials, mlflow_sql.ordered_run_ids(), strict=False):
                 name = trial_run_name(trial.index, trial.overrides, trial.repeat)
                 made[trial.id] = (run_id, append_to_uri_path(location, run_id, "artifacts"))
                 tags = _trial_tags(parent_run_id, sweep_id, trial.key, trial.index,

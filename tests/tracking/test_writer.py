@@ -147,3 +147,47 @@ def test_runs_made_ahead_in_bulk_equal_runs_made_through_the_client(store):
     (48, 6, 2, 6), (20, 6, 2, 5), (7, 6, 2, 1), (1, 6, 2, 1), (100, 1, 4, 1), (3, 8, 0, 1)])
 def test_packs_shrink_as_the_queue_drains(queued, pack, slots, size):
     assert pack_size(queued, pack, slots) == size
+
+
+def test_metric_values_are_found_through_the_runs_index_on_sqlite(tmp_path):
+    """A read of a few runs costs in proportion to those runs, not to the store: SQLite's
+    plan searches the run-id index, never the primary key (which begins with the key and
+    holds that key's values of every run)."""
+    import sqlite3
+
+    import sqlalchemy
+
+    from nnchain.tracking import mlflow_sql
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = open_client(uri)
+    experiment = client.create_experiment("reads", str(tmp_path / "a"))
+    runs = [client.create_run(experiment).info.run_id for _ in range(3)]
+    writer = MetricWriter(client, uri)
+    for offset, run_id in enumerate(runs):
+        writer.add(Block(run_id, 0, {"cost": [offset, offset + 0.5], "grad_norm/layer1": [1, 2],
+                                     "other": [9, 9]}, [10, 11]))
+    writer.flush()
+    writer.dispose()
+    tables = mlflow_sql.open_tables(uri)
+    tables.engine.dispose()  # new connections from here: each traces its statements
+    statements: list[str] = []
+
+    @sqlalchemy.event.listens_for(tables.engine, "connect")
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(
+            lambda sql: statements.append(sql) if sql.startswith("SELECT run_uuid, key") else None)
+
+    for keys, prefixes in ((["cost"], ()), (["cost"], ("grad_norm/layer",))):
+        rows = [row for chunk in tables.metric_values(runs[:2], keys, prefixes) for row in chunk]
+        wanted = {"cost", *(["grad_norm/layer1"] if prefixes else [])}
+        assert sorted(rows) == sorted(
+            (run_id, key, step, value, False) for offset, run_id in enumerate(runs[:2])
+            for key, values in (("cost", [offset, offset + 0.5]), ("grad_norm/layer1", [1, 2]))
+            if key in wanted for step, value in enumerate(values))
+    tables.dispose()
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:  # the plans of what ran
+        plans = [row[-1] for sql in statements
+                 for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert len(statements) == 2 and plans, statements
+    assert all("index_metrics_run_uuid" in plan for plan in plans), plans
