@@ -168,8 +168,12 @@ class _Server:
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--create", is_flag=True,
               help="Create the store when it does not exist (default: refuse, exit 2).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="The server's worker processes (each a whole MLflow). Sweeps on this "
+                   "store write it directly; when they record through this server "
+                   "instead (--tracking-uri http://...), 2-4 write their batches at once.")
 @click.argument("sweep_ref", metavar="[SWEEP]", required=False)
-def ui(tracking_uri: str | None, host: str, port: int, create: bool,
+def ui(tracking_uri: str | None, host: str, port: int, create: bool, workers: int,
        sweep_ref: str | None) -> None:
     """Serve the MLflow UI on the store (default ./nnchain-runs/) until Ctrl-C or SIGTERM;
     with SWEEP (name or id), the address printed opens that sweep's experiment on its runs.
@@ -201,7 +205,7 @@ def ui(tracking_uri: str | None, host: str, port: int, create: bool,
     # the store's URI (it may hold a password) reaches the server through its environment,
     # never its command line, which every user of this machine can read (ps, /proc)
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-               "--workers", "1"]
+               "--workers", str(workers)]
     start_page = _start_page_available()
     if start_page:
         command += ["--app-name", APP_NAME]

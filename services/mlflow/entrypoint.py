@@ -39,6 +39,9 @@ a file holding it (Docker and Kubernetes secrets):
 - ``MLFLOW_AUTH_DEFAULT_PERMISSION`` (READ): what a user may do on others' experiments.
 - ``MLFLOW_FLASK_SERVER_SECRET_KEY`` (secret; unset: random per start): signs the UI's
   CSRF tokens.
+- ``MLFLOW_WORKERS`` (4, MLflow's own default): the server's uvicorn worker processes.
+  nnchain's writer sends several runs' batches at once; each worker writes one, so
+  recording scales with the workers up to the host's cores (benchmarks/README.md).
 - ``MLFLOW_HOST`` (127.0.0.1; the image sets 0.0.0.0), ``MLFLOW_PORT`` (5000),
   ``MLFLOW_ARTIFACTS_DESTINATION`` (/artifacts), ``MLFLOW_CONFIG_DIR`` (a new private temp
   dir), ``MLFLOW_DB_WAIT_SECONDS`` (60). ``MLFLOW_SERVER_ALLOWED_HOSTS`` passes through.
@@ -71,6 +74,8 @@ WEAK_PASSWORDS = frozenset({
     "iloveyou", "default", "test", "abc", "abcdef", "abc123", "123456789012", "1234567890",
     "mlflowadmin", "adminadmin", "nnchain", "postgres"})
 MIN_PASSWORD_LENGTH = 12  # MLflow's own rule for user passwords
+DEFAULT_WORKERS = 4  # mlflow server's own default, when --workers is not given
+MAX_WORKERS = 64
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 SECRET_NAMES = ("MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_SERVICE_PASSWORD",
                 "MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI",
@@ -267,6 +272,10 @@ def read_config(env: dict[str, str]) -> dict:
         user, host, port, env.get("MLFLOW_DB_NAME") or "mlflow")
     auth_db = setting(env, "MLFLOW_AUTH_DATABASE_URI") or _pg_uri(
         user, host, port, env.get("MLFLOW_AUTH_DB_NAME") or "mlflow_auth")
+    workers_text = (env.get("MLFLOW_WORKERS") or str(DEFAULT_WORKERS)).strip()
+    if not workers_text.isdigit() or not 1 <= int(workers_text) <= MAX_WORKERS:
+        raise SetupError(f"MLFLOW_WORKERS must be a whole number from 1 to {MAX_WORKERS}, got "
+                         f"{workers_text!r}")
     try:
         wait = float(env.get("MLFLOW_DB_WAIT_SECONDS") or 60)
     except ValueError:
@@ -281,6 +290,7 @@ def read_config(env: dict[str, str]) -> dict:
         "host": env.get("MLFLOW_HOST") or "127.0.0.1", "port": env.get("MLFLOW_PORT") or "5000",
         "artifacts": env.get("MLFLOW_ARTIFACTS_DESTINATION") or "/artifacts",
         "config_dir": env.get("MLFLOW_CONFIG_DIR") or "", "wait": wait,
+        "workers": int(workers_text),
         "flask_secret": setting(env, "MLFLOW_FLASK_SERVER_SECRET_KEY") or "",
     }
 
@@ -402,7 +412,8 @@ def server_command(config: dict) -> list[str]:
     which, unlike a command line, other users of the host cannot read."""
     return [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
             "--artifacts-destination", config["artifacts"], "--serve-artifacts",
-            "--host", config["host"], "--port", str(config["port"]), "--workers", "1"]
+            "--host", config["host"], "--port", str(config["port"]), "--workers",
+            str(config.get("workers", DEFAULT_WORKERS))]
 
 
 def server_exec_env(config: dict, child_env: dict[str, str]) -> dict[str, str]:
@@ -432,7 +443,8 @@ def main() -> int:
         log(f"error: {exc}")
         return exc.code
     log(f"starting the tracking server on {config['host']}:{config['port']} (basic auth, "
-        f"admin {config['admin_username']!r}, artifacts in {config['artifacts']})")
+        f"admin {config['admin_username']!r}, artifacts in {config['artifacts']}, "
+        f"{config['workers']} workers)")
     os.execve(sys.executable, server_command(config), server_exec_env(config, child_env))
     return 0  # not reached
 

@@ -127,9 +127,21 @@ def test_private_files_and_a_clean_environment(entrypoint, tmp_path):
         assert secret not in "\n".join(f"{k}={v}" for k, v in child.items())
     command = entrypoint.server_command(config)
     assert command[command.index("--app-name") + 1] == "basic-auth"
-    assert command[command.index("--workers") + 1] == "1" and "--serve-artifacts" in command
+    assert command[command.index("--workers") + 1] == "4" and "--serve-artifacts" in command
     assert command[command.index("--host") + 1] == "127.0.0.1"  # the image sets 0.0.0.0
     assert not any(secret in " ".join(command) for secret in (STRONG, "db:pa\\ss"))
+
+
+@pytest.mark.parametrize(("value", "workers"), [("2", 2), ("64", 64), ("0", None),
+                                               ("65", None), ("two", None), ("-1", None)])
+def test_the_number_of_server_workers(entrypoint, value, workers):
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": STRONG, "MLFLOW_WORKERS": value}
+    if workers is None:
+        with pytest.raises(entrypoint.SetupError, match="MLFLOW_WORKERS must be a whole"):
+            entrypoint.read_config(env)
+        return
+    command = entrypoint.server_command(entrypoint.read_config(env))
+    assert command[command.index("--workers") + 1] == str(workers)
 
 
 def test_gives_up_on_an_absent_database_with_one_line(entrypoint, clean_env, capsys):
