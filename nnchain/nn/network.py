@@ -6,7 +6,8 @@ and softmax + cross_entropy, see ``heads.py``). Parameters are named W1, b1, W2,
 
 Speed: the network moves every layer's params and grads into one ``ParameterSet`` (the
 layers' dicts then hold views into it), and ``forward_backward`` runs on work buffers kept
-per batch size, so a training step allocates only (n, n_outputs)-sized arrays.
+per batch size, with a plan that binds those buffers and views once: per layer a step
+makes numpy calls and no lookups.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from nnchain.errors import SpecError
 from nnchain.nn import diagnostics as diag
+from nnchain.nn import fastmath
 from nnchain.nn.activations import ACTIVATIONS, RECTIFIERS, Activation
 from nnchain.nn.costs import COSTS, Cost
 from nnchain.nn.heads import make_head
@@ -27,20 +29,37 @@ from nnchain.nn.params import ParameterSet
 from nnchain.nn.registry import lookup
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_NO_KINDS: frozenset[str] = frozenset()
 KEPT_WORKSPACES = 2  # batch sizes whose work buffers are kept (the batch and the remainder)
 
 
 class Workspace:
-    """Work buffers of ``forward_backward`` for one batch size n.
+    """Work buffers of ``forward_backward`` for one batch size n, and its per-layer plan.
 
     ``z[i]``: (n, d_{i+1}) holds layer i+1's pre-activation, then (in place) its
     activation; ``delta[i]``: (n, d_{i+1}) holds dL/da, then (in place) dL/dz, of the
-    hidden layers.
+    hidden layers. ``forward`` and ``backward`` bind each layer's arrays once (params and
+    grads are views into the network's ``ParameterSet``, updated in place), so that a
+    step of a small network spends its time in numpy, not in lookups.
     """
 
-    def __init__(self, n: int, widths: list[int], dtype: np.dtype) -> None:
+    def __init__(self, n: int, network: Network) -> None:
+        widths, dtype = network.sizes[1:], network.dtype
         self.z = [np.empty((n, width), dtype=dtype) for width in widths]
         self.delta = [np.empty((n, width), dtype=dtype) for width in widths[:-1]]
+        self.ones = fastmath.ones(n, dtype)
+        layers, activations = network.layers, network.activations
+        # (layer, activation, W, b, z buffer), layer 1 first; the last activation is the head's
+        self.forward = [(layer, activation, layer.params["W"], layer.params["b"], z)
+                        for layer, activation, z in zip(layers, activations, self.z,
+                                                        strict=True)]
+        # (layer, W^T, whether W^T is copied to C order first, dW, db, dx buffer, the
+        # activation below), top layer first; layer 1 has no dx buffer nor activation below
+        self.backward = [
+            (layer, layer.params["W"].T, layer.params["W"].size <= fastmath.SMALL_MATRIX,
+             layer.grads["W"], layer.grads["b"], self.delta[i - 1] if i else None,
+             activations[i - 1] if i else None)
+            for i, layer in reversed(list(enumerate(layers)))]
 
 
 class Network:
@@ -69,7 +88,6 @@ class Network:
         self.diagnostics: dict[str, float] = {}
         self.params = self._pack(layers, self.dtype)
         self._bind_layers()
-        self._hidden = list(zip(layers[:-1], activations[:-1], strict=True))
         self._workspaces: dict[int, Workspace] = {}
         self._diagnostic_keys = [
             (diag.key("grad_norm", i), diag.key("delta_norm", i), diag.key("weight_norm", i),
@@ -108,7 +126,7 @@ class Network:
         if workspace is None:
             if len(self._workspaces) >= KEPT_WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = Workspace(n, self.sizes[1:], self.dtype)
+            workspace = Workspace(n, self)
             self._workspaces[n] = workspace
         return workspace
 
@@ -149,33 +167,48 @@ class Network:
         if x.dtype != self.dtype or y.dtype != self.dtype:
             raise SpecError("dtype", f"x and y must be {self.dtype}, but got {x.dtype} "
                             f"and {y.dtype}")
-        work = self._workspace(len(x))
-        a = x
-        for i, (layer, activation) in enumerate(self._hidden):
-            a = activation.forward(layer.forward(a, work.z[i]), work.z[i])
-        cost, dz = self.head.loss_and_grad(self.layers[-1].forward(a, work.z[-1]), y)
-
-        kinds = diag.wanted(diagnostics)
-        with_deltas = "delta_norm" in kinds
-        overwrite = not accumulate
-        lowest = lowest_layer - 1  # 0-based
-        if not 0 <= lowest < len(self.layers):
-            raise SpecError("lowest_layer", f"must be in 1..{len(self.layers)}, but got "
+        depth = len(self.layers)
+        if not 1 <= lowest_layer <= depth:
+            raise SpecError("lowest_layer", f"must be in 1..{depth}, but got "
                             f"{lowest_layer!r}")
+        work = self._workspaces.get(len(x)) or self._workspace(len(x))
+        # The math of layers.py (dense_forward, weight_grad, bias_grad, input_grad) written
+        # out on the plan's arrays: per layer, the step calls numpy and nothing else. The
+        # caches of Dense.forward and Activation.forward are kept as those methods keep them.
+        a = x
+        for layer, activation, weight, bias, z in work.forward[:-1]:
+            layer.input = a
+            np.dot(a, weight, out=z)
+            z += bias
+            a = activation.output = activation.function(z, z)
+        layer, _, weight, bias, z = work.forward[-1]
+        layer.input = a
+        np.dot(a, weight, out=z)
+        z += bias
+        cost, dz = self.head.loss_and_grad(z, y)
+
+        kinds = diag.wanted(diagnostics) if diagnostics else _NO_KINDS
+        with_deltas = "delta_norm" in kinds
         deltas = []
-        for i in range(len(self.layers) - 1, lowest, -1):
-            layer = self.layers[i]
+        ones, lowest = work.ones, self.layers[lowest_layer - 1]
+        for layer, weight_t, small, grad_w, grad_b, delta, below in \
+                work.backward[:depth - lowest_layer + 1]:
             if with_deltas:
                 deltas.append(diag.delta_norm(dz))
-            layer.accumulate_grads(dz, overwrite=overwrite)
-            delta = layer.input_grad(dz, work.delta[i - 1])
-            dz = self.activations[i - 1].backward(delta, delta)
-        if with_deltas:
-            deltas.append(diag.delta_norm(dz))
-        self.layers[lowest].accumulate_grads(dz, overwrite=overwrite)
+            if accumulate:
+                grad_w += np.dot(layer.input.T, dz)
+                grad_b += np.dot(ones, dz)
+            else:
+                np.dot(layer.input.T, dz, out=grad_w)
+                np.dot(ones, dz, out=grad_b)
+            if layer is lowest:
+                break
+            # BLAS runs dz @ W^T on a small transposed W slower than on a C-ordered copy
+            np.dot(dz, np.ascontiguousarray(weight_t) if small else weight_t, out=delta)
+            dz = below.derivative(below.output, delta, delta)
 
         if kinds:
-            self.diagnostics = self._layer_diagnostics(kinds, deltas[::-1], lowest)
+            self.diagnostics = self._layer_diagnostics(kinds, deltas[::-1], lowest_layer - 1)
         return cost
 
     def _layer_diagnostics(self, kinds: frozenset[str], delta_norms: list[float],
@@ -212,7 +245,7 @@ class Network:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Pre-activations z_L: (n, n_outputs) of the output layer, caching nothing."""
         a = self._as_input(x)
-        for layer, activation in self._hidden:
+        for layer, activation in zip(self.layers[:-1], self.activations[:-1], strict=True):
             a = activation.function(a @ layer.params["W"] + layer.params["b"])
         last = self.layers[-1].params
         return a @ last["W"] + last["b"]

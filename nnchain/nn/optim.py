@@ -25,6 +25,8 @@ from nnchain.nn.diagnostics import frobenius
 from nnchain.nn.params import ParameterSet
 from nnchain.nn.registry import lookup
 
+BLOCK_BYTES = 1 << 18  # the update's block: a few of them fit in a core's L2 cache
+
 
 class Optimizer:
     """Base class over a ``ParameterSet``: whole-array updates of its flat ``values``.
@@ -65,6 +67,12 @@ class Optimizer:
         if self.weight_decay:
             self._decay = params.weight_mask() * self.weight_decay
             self._decayed_grad = np.empty_like(params.values)
+        # A large set is updated a block at a time, so that the update's passes over a
+        # block (grad, state, scratch, values) find it in cache; None: all at once.
+        block = max(1, BLOCK_BYTES // params.values.itemsize)
+        size = params.values.size
+        self._blocks = (None if size <= block else
+                        [slice(start, start + block) for start in range(0, size, block)])
 
     def update(self, grad: np.ndarray, lr: float, out: np.ndarray,
                state: dict[str, np.ndarray]) -> np.ndarray:
@@ -79,13 +87,12 @@ class Optimizer:
         """
         lr = self.lr if lr is None else float(lr)
         self.t += 1
-        params = self.params
-        grad = params.grads
-        if self.weight_decay:
-            grad = np.multiply(params.values, self._decay, out=self._decayed_grad)
-            grad += params.grads
-        delta = self.update(grad, lr, self._scratch, self.state)
-        params.values += delta
+        if update_norms or self._blocks is None:
+            delta = self._update(None, lr)
+        else:
+            for block in self._blocks:
+                self._update(block, lr)
+            return None
         if not update_norms:
             return None
         return {name: frobenius(delta[part]) for name, part in self._weights}
@@ -100,15 +107,23 @@ class Optimizer:
         """
         if advance:
             self.t += 1
-        part = self.params.layer_span(layer)
-        values = self.params.values[part]
-        grad = self.params.grads[part]
+        return self._update(self.params.layer_span(layer), float(lr))
+
+    def _update(self, part: slice | None, lr: float) -> np.ndarray:
+        """Add the step Delta to the flat values in ``part`` (None: all of them); return
+        Delta over that part."""
+        params = self.params
+        if part is None:
+            values, grad, scratch, state = (params.values, params.grads, self._scratch,
+                                            self.state)
+        else:
+            values, grad, scratch = params.values[part], params.grads[part], self._scratch[part]
+            state = {name: flat[part] for name, flat in self.state.items()}
         if self.weight_decay:
-            decayed = np.multiply(values, self._decay[part], out=self._decayed_grad[part])
-            decayed += grad
-            grad = decayed
-        state = {name: flat[part] for name, flat in self.state.items()}
-        delta = self.update(grad, float(lr), self._scratch[part], state)
+            decay = self._decay if part is None else self._decay[part]
+            decayed = self._decayed_grad if part is None else self._decayed_grad[part]
+            grad = np.add(np.multiply(values, decay, out=decayed), grad, out=decayed)
+        delta = self.update(grad, lr, scratch, state)
         values += delta
         return delta
 

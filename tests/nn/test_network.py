@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,37 @@ def test_network_backward_leaves_the_upstream_gradient_alone(rng):
     dx = network.backward(upstream)
     assert dx.shape == x.shape
     np.testing.assert_array_equal(upstream, before)
+
+
+def test_forward_backward_follows_weights_changed_after_its_buffers_were_made(rng):
+    """The step's plan binds the parameter arrays once per batch size: set_weights, an
+    optimizer step and a pickled copy must all be seen by the next forward_backward."""
+    network = small_network(rng, activation="relu")
+    x, y = rng.standard_normal((6, 3)), one_hot(rng, 6, 2)
+    network.forward_backward(x, y)  # makes the plan for n = 6
+    other = small_network(np.random.default_rng(7), activation="relu")
+    network.set_weights(other.get_weights())
+    assert network.forward_backward(x, y) == pytest.approx(other.forward_backward(x, y),
+                                                           rel=1e-14)
+    np.testing.assert_array_equal(network.params.grads, other.params.grads)
+    make_optimizer("sgd", network, lr=0.1).step()
+    make_optimizer("sgd", other, lr=0.1).step()
+    copy = pickle.loads(pickle.dumps(network))
+    for net in (network, other, copy):
+        net.forward_backward(x, y)
+    np.testing.assert_array_equal(network.params.grads, other.params.grads)
+    np.testing.assert_array_equal(copy.params.grads, other.params.grads)
+
+
+def test_forward_backward_keeps_the_layer_caches(rng):
+    """After forward_backward, each layer holds its input and each hidden activation its
+    output, as Dense.forward and Activation.forward leave them."""
+    network = small_network(rng, activation="relu")
+    x, y = rng.standard_normal((6, 3)), one_hot(rng, 6, 2)
+    network.forward_backward(x, y)
+    expected = x
+    for layer, activation in zip(network.layers[:-1], network.activations[:-1], strict=True):
+        assert np.array_equal(layer.input, expected)
+        expected = np.maximum(expected @ layer.params["W"] + layer.params["b"], 0)
+        np.testing.assert_allclose(activation.output, expected, rtol=1e-14)
+    np.testing.assert_allclose(network.layers[-1].input, expected, rtol=1e-14)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnchain.errors import SpecError
-from nnchain.nn import OPTIMIZERS, build_network, make_optimizer
+from nnchain.nn import OPTIMIZERS, build_network, make_optimizer, optim
 
 NAMES = sorted(OPTIMIZERS)
 
@@ -158,3 +158,25 @@ def test_make_optimizer_validates(kwargs, field, rng):
     with pytest.raises(SpecError) as error:
         make_optimizer(name, network, **kwargs)
     assert error.value.field == field
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_a_blocked_update_equals_the_whole_array_update(name, weight_decay, monkeypatch):
+    """Large parameter sets are updated a block at a time (``BLOCK_BYTES``); blocks of 40
+    bytes here, so a block boundary falls inside every parameter."""
+    whole, x, y = network_with_grads(np.random.default_rng(3))
+    blocked, _, _ = network_with_grads(np.random.default_rng(3))
+    plain = make_optimizer(name, whole, lr=0.05, weight_decay=weight_decay)
+    monkeypatch.setattr(optim, "BLOCK_BYTES", 40)
+    chunked = make_optimizer(name, blocked, lr=0.05, weight_decay=weight_decay)
+    assert plain._blocks is None and len(chunked._blocks) > len(whole.params.names)
+    for _ in range(3):
+        whole.forward_backward(x, y)
+        blocked.forward_backward(x, y)
+        plain.step()
+        chunked.step()
+    np.testing.assert_array_equal(blocked.params.values, whole.params.values)
+    for state, flat in plain.state.items():
+        np.testing.assert_array_equal(chunked.state[state], flat)
+    assert chunked.step(update_norms=True) == plain.step(update_norms=True)
