@@ -73,6 +73,19 @@ def newest_sweep(connection: sqlite3.Connection) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def first_overrides(connection: sqlite3.Connection, sweep_ids: Sequence[str]) -> str | None:
+    """The overrides' JSON text of the first trial of ``sweep_ids`` (by id), or None."""
+    marks = ", ".join("?" * len(sweep_ids))
+    try:
+        with closing(connection.execute(
+                f"SELECT overrides FROM {TRIALS} WHERE sweep_id IN ({marks}) ORDER BY id "
+                f"LIMIT 1", list(sweep_ids))) as cursor:
+            row = cursor.fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else row[0]
+
+
 def trial_values(connection: sqlite3.Connection, sweep_ids: Sequence[str],
                  columns: Sequence[str] = TRIAL_COLUMNS,
                  paths: Sequence[tuple[str, Sequence[str]]] = ()) -> list[tuple] | None:

@@ -16,9 +16,10 @@ value); only FINISHED trials are *ranked* or counted in group statistics by a me
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from nnchain.errors import SpecError
@@ -60,6 +61,15 @@ class Key:
             return row["metric"] if self.stat == "last" and row.get("metric_name") == \
                 self.path else None
         return entry.get(self.stat)
+
+    def reader(self) -> Callable[[dict[str, Any]], Any]:
+        """``value`` as a plain function of the row (a field's is ``itemgetter``'s)."""
+        if self.kind == "field":
+            return itemgetter(self.path)
+        if self.kind == "param":
+            path = self.path
+            return lambda row: row["params"].get(path)
+        return self.value
 
     def rank_value(self, row: dict[str, Any]) -> Any:
         """The value used to rank ``row``, or None when it must rank after every other.

@@ -80,17 +80,19 @@ def to_table(comparison: Comparison, *, color: bool = False) -> str:
     are and rich is not needed at all.
     """
     columns = comparison.columns
-    body = [[table_text(record[c.name], c.name) for c in columns]
-            for record in comparison.records]
+    if not columns:
+        return "\n" * (len(comparison.records) + 2)
+    texts = [_table_texts([record[c.name] for record in comparison.records], c.name)
+             for c in columns]
     headers = [c.name for c in columns]
-    if not color and _plain([*headers, *(cell for row in body for cell in row)]):
-        return "".join(line + "\n" for line in _lines(headers, body, columns, len))
+    if not color and _plain([*headers, *(cell for column in texts for cell in column)]):
+        return "".join(line + "\n" for line in _lines(headers, texts, columns, len))
 
     from rich.cells import cell_len
     from rich.console import Console
     from rich.text import Text
 
-    header, *rest = _lines(headers, body, columns, cell_len)
+    header, *rest = _lines(headers, texts, columns, cell_len)
     text = Text()
     text.append(header, style="bold" if color else None)
     text.append("\n" + "\n".join(rest))
@@ -101,27 +103,48 @@ def to_table(comparison: Comparison, *, color: bool = False) -> str:
     return capture.get()
 
 
+def _table_texts(values: list, column: str) -> list[str]:
+    """``table_text`` of a column's values; the common kinds without a call each."""
+    if column == "reason":
+        return [table_text(value, column) for value in values]
+    texts = []
+    for value in values:
+        kind = type(value)
+        if kind is float:
+            texts.append(f"{value:.{TABLE_DIGITS}g}")
+        elif kind is str:
+            texts.append(value)
+        elif kind is int:
+            texts.append(str(value))
+        else:
+            texts.append(table_text(value, column))
+    return texts
+
+
 def _plain(cells: list[str]) -> bool:
     """Whether every cell is printable ASCII (no tab, no control character)."""
     text = "".join(cells)
     return text.isascii() and text.isprintable()
 
 
-def _lines(headers: list[str], body: list[list[str]], columns, width_of) -> list[str]:
-    """The header, the rule and the rows, cells padded to their column's width as
-    ``width_of`` measures it (rich's ``cell_len``, or ``len`` for plain ASCII)."""
-    widths = [max([width_of(headers[i]), *(width_of(row[i]) for row in body)])
-              for i in range(len(columns))]
-    alignments = [column.numeric for column in columns]
-
-    def line(cells: list[str]) -> str:
-        padded = (" " * (width - width_of(cell)) + cell if numeric
-                  else cell + " " * (width - width_of(cell))
-                  for cell, width, numeric in zip(cells, widths, alignments, strict=True))
-        return COLUMN_GAP.join(padded).rstrip()
-
+def _lines(headers: list[str], texts: list[list[str]], columns, width_of) -> list[str]:
+    """The header, the rule and the rows (``texts``: each column's cells), cells padded
+    to their column's width as ``width_of`` measures it (rich's ``cell_len``, or ``len``
+    for plain ASCII, which ``str.rjust`` and ``ljust`` then pad alike)."""
+    widths = [max(width_of(header), *map(width_of, cells))
+              for header, cells in zip(headers, texts, strict=True)]
+    padded = []
+    for header, cells, width, column in zip(headers, texts, widths, columns, strict=True):
+        if width_of is len:
+            pad = str.rjust if column.numeric else str.ljust
+            padded.append([pad(cell, width) for cell in [header, *cells]])
+        else:
+            padded.append([" " * (width - width_of(cell)) + cell if column.numeric
+                           else cell + " " * (width - width_of(cell))
+                           for cell in [header, *cells]])
+    header, *rows = (COLUMN_GAP.join(cells).rstrip() for cells in zip(*padded, strict=True))
     rule = "─" * (sum(widths) + len(COLUMN_GAP) * max(len(widths) - 1, 0))
-    return [line(headers), rule, *(line(row) for row in body)]
+    return [header, rule, *rows]
 
 
 def csv_line(cells: list[str]) -> str:
@@ -129,22 +152,42 @@ def csv_line(cells: list[str]) -> str:
     not quote a lone CR when lines end in LF, and a reader then splits the row)."""
     if cells == [""]:
         return '""'
+    line = ",".join(cells)
+    if line.count(",") == len(cells) - 1 and not any(c in line for c in '"\r\n'):
+        return line  # the common row: no cell needs quotes
     return ",".join('"' + cell.replace('"', '""') + '"' if any(c in cell for c in ',"\r\n')
                     else cell for cell in cells)
 
 
+def _csv_cells(values: list) -> list[str]:
+    """``csv_cell`` of a column's values; the common kinds without a call each."""
+    cells = []
+    for value in values:
+        kind = type(value)
+        if kind is float and value == value:  # not NaN
+            cells.append(repr(value))
+        elif kind is int:
+            cells.append(str(value))
+        elif kind is str and not value.startswith(FORMULA_STARTS):
+            cells.append(value)
+        else:
+            cells.append(csv_cell(value))
+    return cells
+
+
 def to_csv(comparison: Comparison) -> str:
-    lines = [csv_line([csv_cell(column.name) for column in comparison.columns])]
-    for record in comparison.records:
-        lines.append(csv_line([csv_cell(record[column.name]) for column in comparison.columns]))
-    return "".join(line + "\n" for line in lines)
+    columns = [_csv_cells([record[column.name] for record in comparison.records])
+               for column in comparison.columns]
+    rows = zip(*columns, strict=True) if columns else ([] for _ in comparison.records)
+    header = csv_line([csv_cell(column.name) for column in comparison.columns])
+    return "".join([header + "\n", *(csv_line(list(cells)) + "\n" for cells in rows)])
 
 
 def to_json(comparison: Comparison) -> str:
     """A JSON list of objects, one per row, keys in column order."""
-    return json.dumps([{column.name: json_value(record[column.name])
-                        for column in comparison.columns} for record in comparison.records],
-                      allow_nan=False)
+    names = [column.name for column in comparison.columns]
+    return json.dumps([{name: json_value(record[name]) for name in names}
+                       for record in comparison.records], allow_nan=False)
 
 
 def summary_line(comparison: Comparison) -> str:

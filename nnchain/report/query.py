@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from sys import intern
 from typing import TYPE_CHECKING, Any
 
@@ -244,18 +245,45 @@ def load_shown(ledger_url: str, refs: Sequence[str]) -> Loaded | None:
         sweeps = [_info(sweep) for sweep in dict.fromkeys(found)]
         metrics = list(dict.fromkeys(sweep.metric_name for sweep in sweeps))
         ids = [sweep.id for sweep in sweeps]
-        # first the cells' overrides and the metrics, then the params those overrides name
-        first = reading.trial_values(connection, ids,
-                                     paths=[("summary", [metric]) for metric in metrics])
-        if first is None:
+        # one read when every cell sets the params the first one sets (a grid, a random
+        # search); else a second read of the params the cells name
+        guess = reading.first_overrides(connection, ids)
+        guessed = list(_json(guess) or {}) if guess is not None else []
+        paths = [("summary", [metric]) for metric in metrics]
+        paths += [("config", path.split(".")) for path in guessed]
+        records = reading.trial_values(connection, ids, paths=paths)
+        if records is None:
             return None
-        cells = [json.loads(record[12] or "null") or {} for record in first]
+        fields = len(reading.TRIAL_COLUMNS)  # overrides last
+        cells = [_json(record[fields - 1] or "null") or {} for record in records]
         swept = list(dict.fromkeys(key for cell in cells for key in cell))
-        params = reading.trial_values(connection, ids, columns=["id"],
-                                      paths=[("config", path.split(".")) for path in swept])
-    if params is None or len(params) != len(first):
-        return None
-    return Loaded(sweeps, _lean_rows(sweeps, first, cells, params, metrics, swept))
+        shown = fields + len(metrics)  # where the config's values start
+        if swept == guessed:
+            params = [(*record[shown:shown + len(swept)], record[-1]) if swept else ()
+                      for record in records]
+        else:
+            read = reading.trial_values(connection, ids, columns=["id"],
+                                        paths=[("config", path.split(".")) for path in swept])
+            if read is None or len(read) != len(records) or \
+                    any(r[0] != record[0] for r, record in zip(read, records, strict=True)):
+                return None
+            params = [values[1:] for values in read]
+    summary_at = shown + len(guessed)  # the whole summary's text
+    summaries = [(record[fields:shown], record[summary_at]) for record in records]
+    return Loaded(sweeps, _lean_rows(sweeps, records, cells, summaries, params, metrics,
+                                     swept))
+
+
+_SCAN = json.JSONDecoder().scan_once  # json.loads' own decoder, without its checks
+
+
+def _json(text: str) -> Any:
+    """``json.loads(text)``: decoded by the scanner alone when the value fills the text."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,27 +305,24 @@ class _Named:
         return isinstance(other, _Named) and other.row["id"] == self.row["id"]
 
 
-def _lean_rows(sweeps: list[SweepInfo], first: list[tuple], cells: list[dict],
-               params: list[tuple], metrics: list[str], swept: list[str]
-               ) -> list[dict[str, Any]]:
+def _lean_rows(sweeps: list[SweepInfo], records: list[tuple], cells: list[dict],
+               summaries: list[tuple], params: list[tuple], metrics: list[str],
+               swept: list[str]) -> list[dict[str, Any]]:
+    """Rows from the trials' ``records`` (``TRIAL_COLUMNS``), their ``cells``, their
+    ``summaries`` (the metrics' JSON texts, the whole summary's text) and their ``params``
+    (the ``swept`` params' JSON texts, then the whole config's text when any)."""
     from nnchain.ledger.reading import unusual
     from nnchain.params import PARAM_DEFAULTS, flatten
 
     by_id = {sweep.id: sweep for sweep in sweeps}
     order = {sweep.id: position for position, sweep in enumerate(sweeps)}
-    scan = json.JSONDecoder().scan_once  # json.loads without its checks: SQLite's own text
-
-    def loads(text: str) -> Any:
-        return scan(text, 0)[0]
-
+    scan = _SCAN  # SQLite's own text of a value: no checks needed
     rows = []
-    for record, cell, values in zip(first, cells, params, strict=True):
-        if values[0] != record[0]:  # both reads are ordered by trial id
-            raise AssertionError("the two reads of the trials disagree")
-        summary_text = record[-1]
+    for record, cell, (texts, summary_text), values in zip(records, cells, summaries, params,
+                                                           strict=True):
         if not unusual(summary_text):
-            summary = {metric: loads(text) for metric, text in zip(metrics, record[13:-1],
-                                                                     strict=True)
+            summary = {metric: scan(text, 0)[0] for metric, text in zip(metrics, texts,
+                                                                       strict=True)
                        if text is not None}
         else:  # holds NaN or Infinity: decoded here as load_trials decodes it
             whole = json.loads(summary_text) or {}
@@ -305,8 +330,8 @@ def _lean_rows(sweeps: list[SweepInfo], first: list[tuple], cells: list[dict],
         config_text = values[-1] if swept else None
         if not unusual(config_text):
             shown = {}
-            for path, text in zip(swept, values[1:-1], strict=True):
-                value = None if text is None else loads(text)
+            for path, text in zip(swept, values, strict=False):
+                value = None if text is None else scan(text, 0)[0]
                 if text is None or isinstance(value, dict):  # flatten() has no such key
                     if path in PARAM_DEFAULTS:
                         shown[path] = PARAM_DEFAULTS[path]
@@ -317,8 +342,15 @@ def _lean_rows(sweeps: list[SweepInfo], first: list[tuple], cells: list[dict],
             shown = {path: flat[path] for path in swept if path in flat}
         (_, sweep_id, index, key, repeat, state, reason, run_id, attempt, epochs,
          train_seconds, metric) = record[:12]
-        rows.append(_fields(by_id[sweep_id], sweep_id, index, key, repeat, state, reason,
-                            run_id, attempt, epochs, train_seconds, metric, shown, cell,
-                            summary))
-    rows.sort(key=lambda row: (order[row["sweep_id"]], row["index"]))
+        sweep = by_id[sweep_id]
+        rows.append({"sweep": sweep.name, "sweep_id": sweep_id,
+                     "metric_name": sweep.metric_name, "index": index, "key": key,
+                     "repeat": repeat, "state": state, "reason": reason or "",
+                     "run_id": run_id or "", "attempt": attempt, "epochs": epochs,
+                     "train_seconds": train_seconds, "metric": metric, "params": shown,
+                     "overrides": cell, "summary": summary})
+    if len(sweeps) > 1:
+        rows.sort(key=lambda row: (order[row["sweep_id"]], row["index"]))
+    else:
+        rows.sort(key=itemgetter("index"))
     return rows

@@ -9,8 +9,9 @@ apply) always come after the ranked ones, in trial order, whichever the directio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from nnchain.errors import SpecError
@@ -113,8 +114,16 @@ def rank(rows: Sequence[dict], sort: Sort) -> list[dict]:
             continue
         (unranked if value is None else ranked).append((row, value))
     for tier in (ranked, pruned):
-        tier.sort(key=lambda pair: order_value(pair[1]), reverse=sort.descending)
+        tier.sort(key=_pair_order(tier), reverse=sort.descending)
     return [row for row, _ in ranked + pruned + unranked]
+
+
+def _pair_order(pairs: list[tuple]) -> Callable[[tuple], Any]:
+    """The sort key of (row, value) pairs: ``order_value``'s order; floats alone (a
+    metric's) need no tuple to keep it."""
+    if all(type(value) is float for _, value in pairs):
+        return itemgetter(1)
+    return lambda pair: order_value(pair[1])
 
 
 def order_value(value: Any) -> tuple:
@@ -141,7 +150,12 @@ def _all_numbers(values) -> bool:
 
 
 def flat_records(rows: Sequence[dict], keys: Sequence[Key]) -> list[dict[str, Any]]:
-    return [{key.name: key.value(row) for key in keys} for row in rows]
+    """One record per row: each key's name -> its value (read a column at a time)."""
+    if not keys:
+        return [{} for _ in rows]
+    names = [key.name for key in keys]
+    columns = [list(map(key.reader(), rows)) for key in keys]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 # ---- grouping ------------------------------------------------------------------------------

@@ -77,3 +77,33 @@ def test_a_colour_table_styles_only_the_header(ledger):
     head, *rest = coloured.splitlines()
     assert head.startswith("\x1b[1m") and "\x1b[" not in "\n".join(rest)
     assert rest == plain.splitlines()[1:]
+
+
+MIXED = [None, 0.1, float("nan"), float("inf"), -2, True, "", "relu", "-0.5", "=1+1", "a,b",
+         'say "x"', "two\nlines", "cr\r", [16, 16], 3.0e-7]
+
+
+def test_the_column_at_a_time_output_is_the_cell_at_a_time_one():
+    """to_table and to_csv format a column at a time, with fast paths for common kinds:
+    the same text as table_text, csv_cell and csv_line cell by cell."""
+    from nnchain.report.table import Column, Comparison
+
+    records = [{"index": i, "value": value, "reason": value if isinstance(value, str) else ""}
+               for i, value in enumerate(MIXED)]
+    columns = [Column("index", True), Column("value", False), Column("reason", False)]
+    comparison = Comparison(columns, records, [], total=len(records), matched=len(records))
+    expected = "".join(output.csv_line([output.csv_cell(r[c.name]) for c in columns]) + "\n"
+                       for r in [{c.name: c.name for c in columns}, *records])
+    assert output.to_csv(comparison) == expected
+    assert [row[1] for row in csv.reader(io.StringIO(expected, newline=""))][1:] == [
+        output.csv_cell(value) for value in MIXED]
+    plain = [r for r in records if not isinstance(r["value"], str) or
+             r["value"].isprintable()]
+    comparison.records = plain
+    lines = output.to_table(comparison).splitlines()
+    cells = [[output.table_text(r[c.name], c.name) for c in columns] for r in plain]
+    widths = [max(len(c.name), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    for line, row in zip(lines[2:], cells, strict=True):
+        assert line == output.COLUMN_GAP.join(
+            cell.rjust(width) if column.numeric else cell.ljust(width)
+            for cell, width, column in zip(row, widths, columns, strict=True)).rstrip()
