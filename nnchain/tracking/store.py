@@ -229,19 +229,22 @@ def creation_lock(uri: str) -> Iterator[None]:
 
 def _create_sqlite_atomically(uri: str) -> None:
     """A new SQLite store is made under another name and linked into place, so a process
-    killed during MLflow's migrations never leaves a half-made store behind."""
+    killed during MLflow's migrations never leaves a half-made store behind. It is a copy
+    of the template made by this MLflow's migrations (``template.py``), else made by them."""
     db_file = sqlite_path(uri)
     if db_file is None or db_file.exists():
         return
     from mlflow import MlflowClient
 
     from nnchain.tracking.mlflow_sql import use_large_pages
+    from nnchain.tracking.template import copy_template
 
     draft = db_file.with_name(f"{db_file.name}.new")
     draft.unlink(missing_ok=True)
     os.close(open_private(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL))  # 0600, as SQLite keeps it
-    MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
-    use_large_pages(draft)  # before WAL mode, which fixes the page size
+    if not copy_template(draft):
+        MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
+        use_large_pages(draft)  # before WAL mode, which fixes the page size
     try:
         os.link(draft, db_file)  # only where no store is: another process (`mlflow ui`)
     except FileExistsError:      # may have made one meanwhile, and keeps using it

@@ -93,22 +93,30 @@ def test_default_uri_is_sqlite_under_nnchain_runs(runs_home):
         f"sqlite:///{runs_home.resolve() / 'nnchain-runs' / 'mlflow.db'}"
 
 
-def test_a_store_made_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
-    """`mlflow ui` may create the store while nnchain builds its draft: the draft must not
-    replace that file under the other process's open connections."""
+@pytest.mark.parametrize("template", [True, False], ids=["from-template", "migrated"])
+def test_a_store_made_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch, template):
+    """`mlflow ui` may create the store while nnchain builds its draft (copied from the
+    template, or made by MLflow's migrations): the draft must not replace that file under
+    the other process's open connections."""
     from mlflow import MlflowClient
 
     from nnchain.tracking import store
+    from nnchain.tracking import template as templates
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(templates.TEMPLATE_ENV, "1" if template else "0")
     db_file = tmp_path / "mlflow.db"
-    search = MlflowClient.search_experiments
+    owner, name = (templates, "_fill_default_experiment") if template else \
+        (MlflowClient, "search_experiments")
+    real = getattr(owner, name)
 
-    def meanwhile(self, *args, **kwargs):
-        result = search(self, *args, **kwargs)
-        db_file.write_bytes(b"made by another process")
+    def meanwhile(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not str(args[0]).startswith(str(tmp_path / "cache")):  # not the template's
+            db_file.write_bytes(b"made by another process")
         return result
 
-    monkeypatch.setattr(MlflowClient, "search_experiments", meanwhile)
+    monkeypatch.setattr(owner, name, meanwhile)
     store._create_sqlite_atomically(f"sqlite:///{db_file}")
     assert db_file.read_bytes() == b"made by another process"
     assert not (tmp_path / "mlflow.db.new").exists()
