@@ -1,8 +1,8 @@
 """Benchmark: the 48-trial spirals grid recorded into SQLite directly and through `mlflow server`.
 
     .venv/bin/python benchmarks/server.py [--repeats 3] [--workers 4] [--threads 4]
-        [--epochs 300] [--modes direct,server-1,server-N] [--before REV] [--keep DIR]
-        [--profile]
+        [--epochs 300] [--modes direct,server-1,server-N,server-direct,pg-server-direct]
+        [--before REV] [--keep DIR] [--profile]
     .venv/bin/python benchmarks/server.py --record 1,1 4,4 [--repeats 3]
 
 The grid is benchmarks/sweep.py's (issue 3 and issue 17's "48-trial grid"): spirals
@@ -19,6 +19,11 @@ Modes, each in its own subprocess on its own fresh store (schema made before the
   (``NNCHAIN_SERVER_THREADS=1``, the writer of before);
 - ``server-N``: ``mlflow server --workers W`` (``--workers``), the writer's requests from
   ``--threads`` threads;
+- ``server-direct``: ``mlflow server --workers W`` on such a store, the sweep writing its
+  trials' runs and values into that store itself (``NNCHAIN_TRACKING_STORE_URL``), the
+  experiment and parent run through the server (``nnchain/tracking/direct.py``);
+- ``pg-server-direct``: the same with a fresh PostgreSQL database behind the server
+  (``--pg``, default 127.0.0.1:5432), as the deployment records;
 - ``server-before`` (with ``--before REV``): ``mlflow server --workers 1`` and nnchain as it
   was at commit REV (``git archive``, first on the child's ``PYTHONPATH``), the writer
   before the parallel batches.
@@ -44,7 +49,6 @@ import os
 import pstats
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -74,15 +78,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``mlflow server`` on the SQLite store ``db_file``, in its own process group."""
+    """``mlflow server`` on the store ``store`` (an SQLite file or a URL), in its own
+    process group."""
 
-    def __init__(self, folder: Path, db_file: Path, workers: int) -> None:
+    def __init__(self, folder: Path, store: Path | str, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "mlflow-server.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
         env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true",
-                   MLFLOW_BACKEND_STORE_URI=f"sqlite:///{db_file}")
+                   MLFLOW_BACKEND_STORE_URI=store if isinstance(store, str) else
+                   f"sqlite:///{store}")
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
@@ -222,23 +228,28 @@ def run_child(args) -> None:
 
 
 # ---------------------------------------------------------------------------- the parent
-def read_back(db_file: Path, epochs: int) -> tuple[int, list[str]]:
-    """Metric values in the store, and what is wrong with them (empty when all is there)."""
+def read_back(store: str, epochs: int) -> tuple[int, list[str]]:
+    """Metric values in the store (an SQLAlchemy URL), and what is wrong with them (empty
+    when all is there)."""
+    import sqlalchemy
+
     from nnchain.sweep.keys import trial_key
 
-    connection = sqlite3.connect(db_file)
+    engine = sqlalchemy.create_engine(store)
     try:
-        def one(sql: str) -> int:
-            return connection.execute(sql).fetchone()[0]
+        with engine.connect() as connection:
+            def one(sql: str) -> int:
+                return connection.execute(sqlalchemy.text(sql)).scalar_one()
 
-        values = one("SELECT COUNT(*) FROM metrics")
-        distinct = one("SELECT COUNT(*) FROM (SELECT DISTINCT run_uuid, key, step FROM metrics)")
-        children = connection.execute(
-            "SELECT r.status, k.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND "
-            "t.key = 'mlflow.parentRunId' JOIN tags k ON k.run_uuid = r.run_uuid AND "
-            "k.key = 'nnchain.trial_key'").fetchall()
+            values = one("SELECT COUNT(*) FROM metrics")
+            distinct = one("SELECT COUNT(*) FROM (SELECT DISTINCT run_uuid, key, step "
+                           "FROM metrics) AS d")
+            children = connection.execute(sqlalchemy.text(
+                "SELECT r.status, k.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "AND t.key = 'mlflow.parentRunId' JOIN tags k ON k.run_uuid = r.run_uuid AND "
+                "k.key = 'nnchain.trial_key'")).all()
     finally:
-        connection.close()
+        engine.dispose()
     trials = len(cells())
     expected_keys = {trial_key(cell_config(h, lr, s, epochs)) for h, lr, s in cells()}
     problems = []
@@ -258,17 +269,27 @@ def measure(mode: str, folder: Path, args) -> dict | None:
     from nnchain.tracking.store import open_client
 
     folder.mkdir(parents=True)
-    db_file = folder / "mlflow.db"
-    uri = f"sqlite:///{db_file}"
-    open_client(uri)  # the schema (WAL, large pages, as nnchain makes a store)
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    database = None
+    if mode == "pg-server-direct":
+        database = f"nnchain_bench_{os.getpid()}_{len(list(folder.parent.iterdir()))}"
+        _pg_admin(args.pg, f'CREATE DATABASE "{database}"')
+        store = f"{args.pg.rsplit('/', 1)[0]}/{database}".replace(
+            "postgresql://", "postgresql+psycopg://", 1)
+    open_client(store)  # the schema (WAL, large pages, as nnchain makes a store)
+    uri = store
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("NNCHAIN_TRACKING_STORE_URL", None)
     server = None
     if mode != "direct":
-        workers, threads = (args.workers, args.threads) if mode == "server-N" else (1, 1)
+        workers, threads = (1, 1) if mode in ("server-1", "server-before") else \
+            (args.workers, args.threads)
         env[THREADS_ENV] = str(threads)
         if mode == "server-before":
             env["PYTHONPATH"] = str(args.before_src)
-        server = Server(folder, db_file, workers)
+        if mode.endswith("server-direct"):
+            env["NNCHAIN_TRACKING_STORE_URL"] = store
+        server = Server(folder, store, workers)
         uri = server.url
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--uri", uri,
                "--dir", str(folder), "--epochs", str(args.epochs)]
@@ -291,11 +312,24 @@ def measure(mode: str, folder: Path, args) -> dict | None:
         print(f"  {mode}: exit {process.returncode}\n    {tail}", file=sys.stderr)
         return None
     result = json.loads(process.stdout)
-    result["values"], result["problems"] = read_back(db_file, args.epochs)
+    result["values"], result["problems"] = read_back(store, args.epochs)
+    if database is not None:
+        _pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     result["rate"] = result["values"] / result["wall"]
     print(f"  {mode}: {result['wall']:.2f} s, {result['rate']:,.0f} values/s "
           f"{'; '.join(result['problems'])}", file=sys.stderr, flush=True)
     return result
+
+
+def _pg_admin(admin_url: str, statement: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
 
 
 def median(values: list) -> float | None:
@@ -309,9 +343,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="server-N's uvicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="server-N's writer threads")
     parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--modes", default="direct,server-1,server-N")
+    parser.add_argument("--modes",
+                        default="direct,server-1,server-N,server-direct,pg-server-direct")
     parser.add_argument("--before", metavar="REV",
                         help="add mode server-before: nnchain at commit REV, 1 worker")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="pg-server-direct's PostgreSQL (an admin URL)")
     parser.add_argument("--keep", type=Path, default=None, help="keep stores and logs here")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile each driver: DIR/driver.prof and .prof.txt")
@@ -363,7 +400,10 @@ def main() -> None:
     label = {"direct": "SQLite directly (mlflow_sql)",
              "server-before": f"mlflow server --workers 1, nnchain at {args.before}",
              "server-1": "mlflow server --workers 1, 1 request at a time",
-             "server-N": f"mlflow server --workers {args.workers}, {args.threads} threads"}
+             "server-N": f"mlflow server --workers {args.workers}, {args.threads} threads",
+             "server-direct": f"mlflow server --workers {args.workers}, runs into its SQLite",
+             "pg-server-direct": f"mlflow server --workers {args.workers}, runs into its "
+                                 f"PostgreSQL"}
     print(f"\n{len(cells())} trials x {args.epochs} epochs x {METRIC_KEYS} values; "
           f"{args.repeats} repeats, medians; load average after: {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f}")

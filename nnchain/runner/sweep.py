@@ -46,13 +46,13 @@ from nnchain.runner.executor import RayExecutor
 from nnchain.runner.reaper import claim, driver_state, driver_values, reap
 from nnchain.sweep.pruning import Pruner
 from nnchain.tracking import sweep_runs
+from nnchain.tracking.direct import check_store, sql_url
 from nnchain.tracking.metrics import MetricWriter
 from nnchain.tracking.retry import is_transient, with_retry
 from nnchain.tracking.store import (
     artifact_root,
     check_name,
     experiment_id,
-    is_sql_store,
     open_client,
     prepare_location,
     resolve_tracking_uri,
@@ -158,6 +158,7 @@ def run_sweep(spec_path: str, overrides: Sequence[str], options: SweepOptions,
     uri = resolve_tracking_uri(options.tracking_uri)
     _check_new_sweep_id(options, uri)
     prepare_location(uri)
+    check_store(uri)
     cluster.check_address(options.address)
     local_cpus = None if (options.address or os.environ.get("RAY_ADDRESS")) else \
         (options.num_cpus or os.cpu_count() or 1)
@@ -271,7 +272,7 @@ def _record_sweep(spec, found, uri: str, options: SweepOptions, ray_ready: threa
     exp_id, parent = with_retry(_create_parent, ledger, client, uri, spec, sweep_id, name,
                                 found.count, what="the MLflow store")
     trials = itertools.chain.from_iterable(ledger_ops.trial_pages(ledger, sweep_id))
-    if is_sql_store(uri):  # all at once, in one transaction
+    if sql_url(uri) is not None:  # all at once, in one transaction
         created = with_retry(sweep_runs.insert_scheduled_runs, client, uri, exp_id,
                              parent_run_id=parent, sweep_id=sweep_id, trials=trials,
                              what="the MLflow store")
@@ -334,6 +335,7 @@ def resume_sweep(ref: str, options: SweepOptions,
                          template["train"].get("checkpoint_every", 0) if template else 0)
     datasets, data_keys = _data_splits(found.data)
     del found
+    check_store(uri)
     client = open_client(uri)
     reap(ledger, client, sweep_id=sweep.id)
     if not claim(ledger, sweep.id, identity.current()):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nnchain.tracking.store import is_sql_store
+from nnchain.tracking.direct import sql_url
 
 if TYPE_CHECKING:
     from nnchain.tracking.metrics import Block
@@ -72,15 +72,16 @@ class NewRun:
 
 
 def open_tables(tracking_uri: str) -> MlflowTables | None:
-    """MLflow's tables of an SQL store at a tested revision; None for any other store
-    (a tracking server, a schema this module was not tested with: said once, or the
+    """MLflow's tables of an SQL store at a tested revision (a tracking server's own
+    database where ``NNCHAIN_TRACKING_STORE_URL`` names it: ``direct``); None for any other
+    store (a tracking server, a schema this module was not tested with: said once, or the
     module switched off)."""
-    if not is_sql_store(tracking_uri) or \
-            os.environ.get(PLAIN_MLFLOW, "").strip() not in ("", "0"):
+    url = sql_url(tracking_uri)
+    if url is None or os.environ.get(PLAIN_MLFLOW, "").strip() not in ("", "0"):
         return None
     from sqlalchemy import create_engine, event
 
-    engine = create_engine(tracking_uri, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:  # a store that cannot be reached raises: callers retry it

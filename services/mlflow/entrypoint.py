@@ -42,6 +42,12 @@ a file holding it (Docker and Kubernetes secrets):
 - ``MLFLOW_WORKERS`` (4, MLflow's own default): the server's uvicorn worker processes.
   nnchain's writer sends several runs' batches at once; each worker writes one, so
   recording scales with the workers up to the host's cores (benchmarks/README.md).
+- ``MLFLOW_DIRECT_WRITER`` (unset: none): a PostgreSQL role (the deployment's ``nnchain``)
+  granted, at every start after the upgrade, CONNECT and SELECT, INSERT, UPDATE on the
+  tracking database's tables, so that sweep drivers holding its password write runs and
+  values there directly (``NNCHAIN_TRACKING_STORE_URL``, ``nnchain/tracking/direct.py``)
+  instead of through this server. The experiment and the parent run still go through
+  the server, so its permissions still decide who records into an experiment.
 - ``MLFLOW_HOST`` (127.0.0.1; the image sets 0.0.0.0), ``MLFLOW_PORT`` (5000),
   ``MLFLOW_ARTIFACTS_DESTINATION`` (/artifacts), ``MLFLOW_CONFIG_DIR`` (a new private temp
   dir), ``MLFLOW_DB_WAIT_SECONDS`` (60). ``MLFLOW_SERVER_ALLOWED_HOSTS`` passes through.
@@ -63,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -292,7 +299,16 @@ def read_config(env: dict[str, str]) -> dict:
         "config_dir": env.get("MLFLOW_CONFIG_DIR") or "", "wait": wait,
         "workers": int(workers_text),
         "flask_secret": setting(env, "MLFLOW_FLASK_SERVER_SECRET_KEY") or "",
+        "direct_writer": _role(env.get("MLFLOW_DIRECT_WRITER") or ""),
     }
+
+
+def _role(name: str) -> str:
+    """A PostgreSQL role name as granted to (letters, digits, ``_``; empty: none)."""
+    if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+        raise SetupError(f"MLFLOW_DIRECT_WRITER must be a role name (letters, digits, _), got "
+                         f"{name!r}")
+    return name
 
 
 def _private_file(path: Path, text: str) -> None:
@@ -345,16 +361,31 @@ def server_env(env: dict[str, str], ini: Path, pgpass: Path | None,
     return clean
 
 
-def wait_for_database(uri: str, env: dict[str, str], seconds: float) -> None:
-    """Connect until PostgreSQL answers (it may still be starting), at most ``seconds``."""
+@contextmanager
+def database(uri: str, env: dict[str, str]):
+    """An engine on ``uri`` that reads its password from ``env``'s ``PGPASSFILE``."""
     import sqlalchemy
 
     previous = os.environ.get("PGPASSFILE")
     if "PGPASSFILE" in env:
         os.environ["PGPASSFILE"] = env["PGPASSFILE"]
     engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 3})
-    deadline = time.monotonic() + seconds
     try:
+        yield engine
+    finally:
+        engine.dispose()
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous
+
+
+def wait_for_database(uri: str, env: dict[str, str], seconds: float) -> None:
+    """Connect until PostgreSQL answers (it may still be starting), at most ``seconds``."""
+    import sqlalchemy
+
+    deadline = time.monotonic() + seconds
+    with database(uri, env) as engine:
         while True:
             try:
                 with engine.connect() as connection:
@@ -366,12 +397,32 @@ def wait_for_database(uri: str, env: dict[str, str], seconds: float) -> None:
                 raise SetupError(f"PostgreSQL at {scrub(uri)} did not answer within "
                                  f"{seconds:g} s: {last}", code=3)
             time.sleep(1.0)
-    finally:
-        engine.dispose()
-        if previous is None:
-            os.environ.pop("PGPASSFILE", None)
-        else:
-            os.environ["PGPASSFILE"] = previous
+
+
+def grant_direct_writer(config: dict, env: dict[str, str]) -> None:
+    """``MLFLOW_DIRECT_WRITER`` may read and write MLflow's tables (never delete from them
+    or change them), granted by their owner at every start: an upgrade may add tables."""
+    role = config["direct_writer"]
+    if not role:
+        return
+    import sqlalchemy
+
+    statements = ['GRANT CONNECT ON DATABASE "{database}" TO "{role}"',
+                  'GRANT USAGE ON SCHEMA public TO "{role}"',
+                  'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO "{role}"']
+    log(f"granting role {role!r} direct writes into {scrub(config['backend_uri'])}")
+    with database(config["backend_uri"], env) as engine:
+        try:
+            with engine.begin() as connection:
+                name = connection.execute(sqlalchemy.text("SELECT current_database()")).scalar()
+                for statement in statements:
+                    connection.execute(sqlalchemy.text(
+                        statement.format(database=name.replace('"', '""'), role=role)))
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise SetupError(f"granting MLFLOW_DIRECT_WRITER {role!r} failed: "
+                             f"{scrub_text(reason[0]) if reason else type(exc).__name__}",
+                             code=4) from None
 
 
 def _run(label: str, command: list[str], env: dict[str, str], config: dict,
@@ -437,6 +488,7 @@ def main() -> int:
         log(f"waiting for PostgreSQL at {scrub(config['backend_uri'])}")
         wait_for_database(config["backend_uri"], child_env, config["wait"])
         upgrade_schemas(config, child_env)
+        grant_direct_writer(config, child_env)
         ensure_service_user(config, child_env)
         Path(config["artifacts"]).mkdir(parents=True, exist_ok=True)
     except SetupError as exc:

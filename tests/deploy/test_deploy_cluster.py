@@ -130,7 +130,7 @@ class Deployment:
         admin.dispose()
 
     # ---- the MLflow server, through the image's entrypoint -------------------------------
-    def start_mlflow(self, port: int) -> None:
+    def start_mlflow(self, port: int, **extra_env: str) -> None:
         self.mlflow_port = port
         self.mlflow_url = f"http://127.0.0.1:{port}"
         self.mlflow_log = self.root / "mlflow-server.log"
@@ -150,7 +150,7 @@ class Deployment:
                    MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
                    MLFLOW_ARTIFACTS_DESTINATION=str(self.root / "artifacts"),
                    MLFLOW_CONFIG_DIR=str(self.root / "mlflow-config"),
-                   MLFLOW_DISABLE_TELEMETRY="true")
+                   MLFLOW_DISABLE_TELEMETRY="true", **extra_env)
         with open(self.mlflow_log, "w") as log:
             self.server = subprocess.Popen([str(BIN / "python"), str(MLFLOW_ENTRYPOINT)],
                                            env=env, stdout=log, stderr=subprocess.STDOUT,
