@@ -150,3 +150,17 @@ def test_gives_up_on_an_absent_database_with_one_line(entrypoint, clean_env, cap
     assert entrypoint.main() == 3
     err = capsys.readouterr().err
     assert "did not answer within 1 s" in err and "the-db-password" not in err
+
+
+@pytest.mark.parametrize(("value", "role"), [("", ""), ("nnchain", "nnchain"),
+                                             ("nnd_1a2b_nnchain", "nnd_1a2b_nnchain"),
+                                             ('x"; DROP TABLE runs; --', None),
+                                             ("1abc", None), ("a" * 64, None)])
+def test_the_direct_writer_is_a_plain_role_name(entrypoint, value, role):
+    """It goes into GRANT statements as a quoted identifier: only plain names pass."""
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": STRONG, "MLFLOW_DIRECT_WRITER": value}
+    if role is None:
+        with pytest.raises(entrypoint.SetupError, match="MLFLOW_DIRECT_WRITER must be a role"):
+            entrypoint.read_config(env)
+        return
+    assert entrypoint.read_config(env)["direct_writer"] == role
