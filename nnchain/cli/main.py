@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 import zipfile
 
@@ -43,10 +44,33 @@ def invoke_translated(invoke, ctx: click.Context):
         click.echo("interrupted", err=True)
         ctx.exit(EXIT_INTERRUPTED)
     except Exception as exc:
-        if not _is_ray_start_error(exc):
+        refusal = _server_refusal(exc)
+        if refusal is None and not _is_ray_start_error(exc):
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {refusal or exc}", err=True)
         ctx.exit(EXIT_FAILED)
+
+
+REFUSED = re.compile(r"endpoint (\S+) failed with error code (401|403)\b.*?"
+                     r"(?:Response body: '(.*)')?$", re.S)
+
+
+def _server_refusal(exc: Exception) -> str | None:
+    """One line for a tracking server that refused the user (HTTP 401 or 403: a wrong
+    password, no permission on the experiment), else None."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    found = REFUSED.search(str(exc))
+    if found is None:
+        return None
+    endpoint, code, body = found.groups()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no user)"
+    reason = (body or "").strip().splitlines()[0][:200] if body else ""
+    what = "does not know that user or password" if code == "401" else \
+        "does not allow it"
+    return (f"the MLflow tracking server refused {endpoint} for user {user!r}: it {what}"
+            f"{f' ({reason})' if reason else ''} (HTTP {code})")
 
 
 def _is_ray_start_error(exc: Exception) -> bool:

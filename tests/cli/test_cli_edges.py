@@ -92,3 +92,48 @@ def test_readme_main_command_twice_compares_the_newest_sweep(runs_home, ray_loca
         compared = invoke("compare", "--columns", "sweep,index", "--format", "json")
         assert compared.exit_code == 0, compared.output
         assert {row["sweep"] for row in json.loads(compared.stdout)} == {expected}
+
+
+@pytest.mark.parametrize(("code", "body", "said"), [
+    ("403", "Permission denied", "it does not allow it (Permission denied) (HTTP 403)"),
+    ("401", "You are not authenticated.\nhttps://mlflow.org", "it does not know that user "
+     "or password (You are not authenticated.) (HTTP 401)")])
+def test_a_tracking_server_refusal_is_one_line_and_exit_1(monkeypatch, code, body, said):
+    """A server that refuses the user (no EDIT on the experiment, a wrong password) is
+    named in one line with the user and the endpoint, not a traceback."""
+    import click
+    from mlflow.exceptions import MlflowException
+
+    from nnchain.cli.main import invoke_translated
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+
+    def refused(ctx):
+        raise MlflowException(f"API request to endpoint /api/2.0/mlflow/runs/create failed "
+                              f"with error code {code} != 200. Response body: '{body}'")
+
+    ctx = click.Context(main)
+    with pytest.raises(click.exceptions.Exit) as exited:
+        invoke_translated(refused, ctx)
+    assert exited.value.exit_code == 1
+    from nnchain.cli.main import _server_refusal
+
+    try:
+        refused(ctx)
+    except MlflowException as exc:
+        assert _server_refusal(exc).endswith(said)
+
+
+def test_the_refusal_line_names_user_endpoint_and_reason(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from nnchain.cli.main import _server_refusal
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    line = _server_refusal(MlflowException(
+        "API request to endpoint /api/2.0/mlflow/runs/create failed with error code 403 != "
+        "200. Response body: 'Permission denied'"))
+    assert line == ("the MLflow tracking server refused /api/2.0/mlflow/runs/create for user "
+                    "'reader': it does not allow it (Permission denied) (HTTP 403)")
+    assert _server_refusal(MlflowException("failed with error code 500")) is None
+    assert _server_refusal(ValueError("failed with error code 403")) is None

@@ -230,7 +230,9 @@ def test_a_user_without_edit_on_the_experiment_writes_nothing_into_it(
     env = sweep_env(deploy, *reader, deploy.store_url)
     env["NNCHAIN_LEDGER_URL"] = f"sqlite:///{tmp_path / 'ledger.db'}"
     done = run_sweep(deploy, env, tmp_path / "work")
-    assert done.returncode != 0
-    assert "PERMISSION_DENIED" in done.stderr or "Permission denied" in done.stderr, \
-        done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: the MLflow tracking server refused /api/2.0/mlflow/runs/create for user "
+        f"'{reader[0]}': it does not allow it (Permission denied) (HTTP 403)")
     assert len(admin_client.search_runs([experiment.experiment_id], max_results=1000)) == before
