@@ -54,6 +54,7 @@ from nnchain.errors import SpecError
 from nnchain.exitcodes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExitCode
 from nnchain.ledger.sweeps import new_sweep_id
 from nnchain.limits import DEFAULT_MAX_TRIALS, check_max_trials
+from nnchain.tracking.direct import STORE_ENV
 from nnchain.tracking.store import check_name
 
 SPEC_FILE = "sweep.yaml"
@@ -181,7 +182,9 @@ FORWARD_WARNING = ("--forward-credentials: Ray records the job's environment, th
 
 def job_env(options: SubmitOptions, env: Mapping[str, str]) -> dict[str, str]:
     """The job's environment variables: the stores as the cluster reaches them and, with
-    ``forward_credentials`` only, this machine's MLflow credentials.
+    ``forward_credentials`` only, this machine's MLflow credentials. A ``--tracking-uri``
+    turns off the cluster's ``NNCHAIN_TRACKING_STORE_URL``, the database of the cluster's
+    own tracking server.
 
     A URI embedding a password is refused without ``forward_credentials`` (see the
     module docstring: Ray logs a job's environment).
@@ -201,6 +204,8 @@ def job_env(options: SubmitOptions, env: Mapping[str, str]) -> dict[str, str]:
                                     f"credentials on the cluster (docs/deploy.md) or pass "
                                     f"--forward-credentials")
         values[variable] = uri
+    if options.tracking_uri:  # the cluster's database behind its own server is not this one's
+        values[STORE_ENV] = ""
     if options.forward_credentials:
         values.update({name: env[name] for name in FORWARDED_ENV if env.get(name)})
         # a tracking server's user and password travel as MLflow's variables, not in a URI

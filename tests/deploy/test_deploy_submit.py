@@ -239,6 +239,10 @@ def test_helpers():
     assert words[words.index("--max-concurrent") + 1] == "3"
     assert job_env(SubmitOptions(), {"MLFLOW_TRACKING_PASSWORD": "p"}) == {
         "PYTHONUNBUFFERED": "1"}
+    # another tracking server than the cluster's: not the cluster's database behind its own
+    assert job_env(SubmitOptions(tracking_uri="http://other:5000"), {}) == {
+        "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": "http://other:5000",
+        "NNCHAIN_TRACKING_STORE_URL": ""}
 
 
 @pytest.mark.slow
