@@ -42,28 +42,34 @@ def report(sweep_ref: str, out: str | None, group_by: str | None, metric: str | 
 
     Prints the path written. Exit 0 on success, 2 on bad input (nothing written).
     """
+    import shutil
+    import tempfile
+
     from nnchain.report.compare import open_existing_ledger
-    from nnchain.report.html import REPORT, sweep_report
+    from nnchain.report.html import REPORT, write_report
     from nnchain.report.keys import split_keys
     from nnchain.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     ledger = open_existing_ledger(tracking_uri, ledger_url)
-    try:
-        summary, files = sweep_report(
-            ledger, uri, sweep_ref, metric=metric,
-            group_by=split_keys(group_by) if group_by is not None else None, ui_url=ui_url)
-    finally:
-        ledger.dispose()
-    target = Path(out) if out else Path(f"{summary.sweep.name}-report.html")
-    if target.is_dir() or (out or "").endswith(("/", "\\")):
-        target.mkdir(parents=True, exist_ok=True)
-        for name, payload in files.items():
-            (target / name).write_bytes(payload)
-        target = target / REPORT
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files[REPORT])
+    # written aside first: a report that fails half way leaves nothing at --out
+    with tempfile.TemporaryDirectory(prefix="nnchain-report-") as folder:
+        try:
+            summary = write_report(
+                ledger, uri, sweep_ref, Path(folder), metric=metric,
+                group_by=split_keys(group_by) if group_by is not None else None,
+                ui_url=ui_url)
+        finally:
+            ledger.dispose()
+        target = Path(out) if out else Path(f"{summary.sweep.name}-report.html")
+        if target.is_dir() or (out or "").endswith(("/", "\\")):
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(Path(folder).iterdir()):
+                shutil.move(path, target / path.name)
+            target = target / REPORT
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(folder) / REPORT, target)
     click.echo(str(target))
     if open_browser:
         import webbrowser

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from nnchain.params import param_value
@@ -175,12 +176,23 @@ def _csv_cells(values: list) -> list[str]:
     return cells
 
 
+CSV_ROWS_PER_BLOCK = 1_000  # rows formatted at a time when CSV is written in pieces
+
+
 def to_csv(comparison: Comparison) -> str:
-    columns = [_csv_cells([record[column.name] for record in comparison.records])
-               for column in comparison.columns]
-    rows = zip(*columns, strict=True) if columns else ([] for _ in comparison.records)
-    header = csv_line([csv_cell(column.name) for column in comparison.columns])
-    return "".join([header + "\n", *(csv_line(list(cells)) + "\n" for cells in rows)])
+    return "".join(csv_blocks(comparison))
+
+
+def csv_blocks(comparison: Comparison) -> Iterator[str]:
+    """The CSV text in pieces, ``CSV_ROWS_PER_BLOCK`` rows a piece after the header's."""
+    names = [column.name for column in comparison.columns]
+    yield csv_line([csv_cell(name) for name in names]) + "\n"
+    records = comparison.records
+    for start in range(0, len(records), CSV_ROWS_PER_BLOCK):
+        block = records[start:start + CSV_ROWS_PER_BLOCK]
+        columns = [_csv_cells([record[name] for record in block]) for name in names]
+        rows = zip(*columns, strict=True) if columns else ([] for _ in block)
+        yield "".join([csv_line(list(cells)) + "\n" for cells in rows])
 
 
 def to_json(comparison: Comparison) -> str:

@@ -198,6 +198,10 @@ def _group_value(row: dict, key: str) -> Any:
 
 def curve_of(series: Sequence[np.ndarray]) -> Curve:
     """Mean, sample std and count per step over curves of possibly different lengths."""
+    if len(series) == 1:  # the same numbers as below: x / 1 is x, no std from one value
+        finite = np.isfinite(series[0])
+        return Curve(np.where(finite, series[0], np.nan), np.full(len(series[0]), np.nan),
+                     finite.astype(np.int64))
     length = max(len(s) for s in series)
     stack = np.full((len(series), length), np.nan)
     for i, values in enumerate(series):

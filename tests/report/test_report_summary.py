@@ -92,3 +92,36 @@ def test_tracked_effects_get_their_own_heatmap_of_layer_means():
                           metric="val_cost", group_by=["train.lr"])
     assert plain.groups[0].effect is None
     assert "effect_flow.png" not in report_files(plain, b"index\n")
+
+
+def test_one_curve_is_its_own_mean_without_a_std():
+    values = np.array([0.5, -0.0, np.nan, np.inf, 2.0])
+    one = curve_of([values])
+    general = curve_of([values, np.full(len(values), np.nan)])  # the same finite values
+    np.testing.assert_array_equal(one.mean, general.mean)
+    assert np.signbit(one.mean[1]) and np.isnan(one.std).all()
+    assert one.count.dtype == general.count.dtype and one.count.tolist() == [1, 1, 0, 0, 1]
+
+
+@pytest.mark.parametrize("value", [
+    {}, [], {"a": [1, 2.5, None], "b": {}, "c": [], "d": {"x": [[16, 16], [4]]},
+             "e": "é\n\"", "f": True, "g": None, "h": 1e-300, "i": [True, 1]},
+    {1: 2, False: 3, None: 4, 2.5: 5}, [{"a": 1}, [1, [2]]], 0.1, "s", (1, 2),
+    {"final": {"mean": None, "std": 0.1, "count": 0}}])
+@pytest.mark.parametrize("pad", ["", "  "])
+def test_summary_json_text_is_json_dumps_own(value, pad):
+    import json
+
+    from nnchain.report.summary_json import indented
+
+    lines = json.dumps(value, indent=1, allow_nan=False).split("\n")
+    assert indented(value, pad) == "\n".join([lines[0], *(pad + line for line in lines[1:])])
+
+
+def test_summary_json_refuses_what_json_dumps_refuses():
+    from nnchain.report.summary_json import indented
+
+    with pytest.raises(ValueError):
+        indented({"a": [float("nan")]})
+    with pytest.raises(ValueError):
+        indented({"a": float("inf")})
