@@ -115,13 +115,16 @@ def sweep_report(ledger, tracking_uri: str, ref: str, *, metric: str | None = No
 def _stream_curves(summary: SweepSummary, tracking_uri: str, keys: list[str],
                    written: SummaryJson, kept: set[str]) -> None:
     """Each group's curves from the store, read in the groups' order a chunk of runs at a
-    time; the group written into ``written`` once its last run is read, and its curves
-    then dropped unless a picture draws them (``pictures_of`` takes the first groups that
-    have them). The histories of the runs in ``kept`` stay in ``summary.histories``."""
+    time (the best ``MAX_GROUPS_WITH_CURVES`` groups' only); the group written into
+    ``written`` once its last run is read, and its curves then dropped unless a picture
+    draws them (``pictures_of`` takes the first groups that have them). The histories of
+    the runs in ``kept`` stay in ``summary.histories``."""
+    from nnchain.report import summary_json as summary_file
     from nnchain.report.summary import add_curves, finished_runs, iter_histories
 
     metric = summary.metric
-    runs = [run_id for group in summary.groups for run_id in finished_runs(group)]
+    curved = summary.groups[:summary_file.MAX_GROUPS_WITH_CURVES]  # the rest: none read
+    runs = [run_id for group in curved for run_id in finished_runs(group)]
     listed = set(runs)
     runs += [run_id for run_id in kept if run_id not in listed]
     groups = iter(summary.groups)

@@ -18,6 +18,10 @@ import numpy as np
 from nnchain.report.summary import Group, SweepSummary, final_value
 
 INDENT = "  "  # a group's lines in summary.json: inside the top object and its "groups"
+# Groups whose curves summary.json holds, best first; the others have their final figures
+# only (every run's curves stay in MLflow). A random search makes every trial a group:
+# reading all their curves again was most of a large sweep's report.
+MAX_GROUPS_WITH_CURVES = 1000
 
 
 class SummaryJson:
@@ -32,6 +36,7 @@ class SummaryJson:
             "metric": summary.metric, "goal": summary.goal, "status": summary.sweep.status,
             "counts": summary.counts, "trials": sum(summary.counts.values()),
             "group_by": summary.group_by,
+            "groups_with_curves": min(len(summary.groups), MAX_GROUPS_WITH_CURVES),
             "best": None if best is None else {
                 "value": final_value(best, summary.metric), "index": best["index"],
                 "run_id": best["run_id"], "name": summary.names.get(best["run_id"], "")},

@@ -338,3 +338,39 @@ def test_the_streamed_report_is_the_whole_one(recorded, monkeypatch, options, ru
         assert summary.histories[run_id].keys() == whole.histories[run_id].keys()
         for key, values in whole.histories[run_id].items():
             np.testing.assert_array_equal(summary.histories[run_id][key], values)
+
+
+def test_past_the_cap_groups_have_their_final_figures_only(recorded, monkeypatch):
+    """summary.json holds the curves of the best MAX_GROUPS_WITH_CURVES groups; the others
+    keep every figure but their curves, and no run of theirs is read from the store."""
+    from nnchain.ledger.store import open_existing_ledger
+    from nnchain.report import html, summary, summary_json
+
+    read: list[str] = []
+    histories = summary.iter_histories
+
+    def counted(uri, runs, *args, **kwargs):
+        runs = list(runs)
+        read.extend(runs)
+        return histories(uri, runs, *args, **kwargs)
+
+    ledger = open_existing_ledger(recorded["uri"], None)
+    try:
+        name = recorded["result"].name
+        _, files = html.sweep_report(ledger, recorded["uri"], name)
+        monkeypatch.setattr(summary_json, "MAX_GROUPS_WITH_CURVES", 2)
+        monkeypatch.setattr(summary, "iter_histories", counted)
+        capped_summary, capped = html.sweep_report(ledger, recorded["uri"], name)
+    finally:
+        ledger.dispose()
+    whole, cut = json.loads(files[html.SUMMARY]), json.loads(capped[html.SUMMARY])
+    assert whole["groups_with_curves"] == len(whole["groups"]) == 6
+    assert cut["groups_with_curves"] == 2
+    assert cut["groups"][:2] == whole["groups"][:2]
+    for kept, bare in zip(whole["groups"][2:], cut["groups"][2:], strict=True):
+        assert bare["curves"] == {}
+        assert {**bare, "curves": kept["curves"]} == kept
+    members = {row["run_id"] for group in capped_summary.groups[:2] for row in group.rows
+               if row["state"] == "FINISHED"}
+    assert set(read) == members
+    assert capped[html.RESULTS] == files[html.RESULTS]
