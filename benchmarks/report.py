@@ -102,7 +102,7 @@ def time_parts(uri: str) -> dict[str, float]:
         loaded = load_trials(ledger, [NAME])
         loaded_at = time.perf_counter()
         histories = summary.load_histories(uri, (r["run_id"] for r in loaded.rows), "val_cost",
-                                           summary.curve_keys(loaded.rows, "val_cost"))
+                                           summary.curve_keys(loaded.metric_keys(), "val_cost"))
         read_at = time.perf_counter()
         _, files = html.sweep_report(ledger, uri, NAME)
         done_at = time.perf_counter()
