@@ -254,8 +254,9 @@ class Deployment:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def require_deployment() -> None:
+    """What the deployment's processes need here: Flask-WTF (the test extra: missing is a
+    failure), PostgreSQL and psql (missing: the test is skipped)."""
     if importlib.util.find_spec("flask_wtf") is None:
         pytest.fail("the MLflow basic-auth app needs Flask-WTF: install mlflow[auth] "
                     "(pyproject.toml's test extra)")
@@ -263,6 +264,11 @@ def deployment(tmp_path_factory):
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
     if shutil.which("psql") is None:
         pytest.skip("psql (PostgreSQL client) is needed to run services/postgres/init.sh")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    require_deployment()
     deploy = Deployment(tmp_path_factory.mktemp("deploy"))
     clock = time.monotonic()
     deploy.init_databases()

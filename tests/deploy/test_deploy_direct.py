@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_services import PG_ADMIN, free_ports, pg_available
+from local_services import PG_ADMIN, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +41,9 @@ TRIALS = 4
 
 @pytest.fixture(scope="module")
 def deploy(tmp_path_factory):
-    import importlib.util
-    import shutil
+    from test_deploy_cluster import Deployment, require_deployment
 
-    if importlib.util.find_spec("flask_wtf") is None or shutil.which("psql") is None:
-        pytest.skip("the MLflow basic-auth app needs Flask-WTF, its database init psql")
-    if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    from test_deploy_cluster import Deployment
+    require_deployment()
 
     deployment = Deployment(tmp_path_factory.mktemp("direct"))
     deployment.init_databases()

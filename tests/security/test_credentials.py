@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_services import PG_ADMIN, free_ports, fresh_pg_database, pg_available
+from local_services import free_ports, fresh_pg_database
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +118,9 @@ def pg_database():
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """The deployment's MLflow server (basic auth), its admin password the planted one."""
-    import importlib.util
+    from test_deploy_cluster import Deployment, _wait_http, require_deployment
 
-    if importlib.util.find_spec("flask_wtf") is None or shutil.which("psql") is None:
-        pytest.skip("the MLflow basic-auth app needs Flask-WTF, its database init psql")
-    if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    from test_deploy_cluster import Deployment, _wait_http
+    require_deployment()
 
     deploy = Deployment(tmp_path_factory.mktemp("auth-server"))
     deploy.secrets["admin"] = HTTP_SECRET
