@@ -37,10 +37,16 @@ def is_sql_url(url: str) -> bool:
 
 def sql_url(tracking_uri: str) -> str | None:
     """The database runs and values of ``tracking_uri`` are written into: the URI itself
-    for an SQL store, ``NNCHAIN_TRACKING_STORE_URL`` for a tracking server (None unset),
-    None for any other store."""
+    for an SQL store, ``NNCHAIN_TRACKING_STORE_URL`` for a tracking server (None unset or
+    not a database URL: ``check_store`` refuses that), None for any other store."""
     if is_sql_url(tracking_uri):
         return tracking_uri
+    url = _configured(tracking_uri)
+    return url if url is not None and is_sql_url(url) else None
+
+
+def _configured(tracking_uri: str) -> str | None:
+    """``NNCHAIN_TRACKING_STORE_URL`` as given, for a tracking server's URI (else None)."""
     if not is_server(tracking_uri):
         return None
     return os.environ.get(STORE_ENV, "").strip() or None
@@ -50,8 +56,8 @@ def check_store(tracking_uri: str) -> None:
     """``SpecError`` unless ``NNCHAIN_TRACKING_STORE_URL``, when it applies, is a database
     this process can read and the one behind ``tracking_uri``'s server (``StoreError``: the
     server did not answer); nothing is written."""
-    url = sql_url(tracking_uri)
-    if url is None or not is_server(tracking_uri):
+    url = _configured(tracking_uri)
+    if url is None:
         return
     if not is_sql_url(url):
         raise SpecError(STORE_ENV, f"must be the postgresql:// or sqlite:/// URL of the "
