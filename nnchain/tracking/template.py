@@ -72,6 +72,8 @@ def _make_template(template: Path) -> None:
     from nnchain.tracking.mlflow_sql import use_large_pages
     from nnchain.tracking.store import open_private
 
+    for left in template.parent.glob(f"{template.name}.*.new"):  # by a killed process:
+        left.unlink(missing_ok=True)                             # drafts are made locked
     # a name never used before: MLflow keeps a store per URI for the process's life
     draft = template.with_name(f"{template.name}.{secrets.token_hex(8)}.new")
     draft.unlink(missing_ok=True)

@@ -654,8 +654,14 @@ sys.exit(main())
 """
 
 
-def test_driver_killed_while_creating_a_new_store(runs_home, ray_address):
+@pytest.mark.parametrize("template", ["1", "0"], ids=["building-the-template", "no-template"])
+def test_driver_killed_while_creating_a_new_store(runs_home, ray_address, monkeypatch,
+                                                  template):
+    """Killed mid-migration: of the store template in a new cache (every later store is a
+    copy of it), or of the store itself (templates off)."""
     epochs, name = 100, "new-store"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(runs_home / "cache"))
+    monkeypatch.setenv("NNCHAIN_STORE_TEMPLATE", template)
     spec = runs_home / "s.yaml"
     spec.write_text(chaos_spec(name, epochs, lrs=(0.05, 0.1, 0.2), seeds=(0,), samples=200,
                                checkpoint_every=50))
@@ -667,3 +673,9 @@ def test_driver_killed_while_creating_a_new_store(runs_home, ray_address):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["status"] == "FINISHED"
     assert_invariants(runs_home, name, epochs, finished=3)
+    if template == "1":  # the template was made again; the killed one's draft is gone
+        from nnchain.tracking.template import template_file
+
+        made = template_file().name
+        assert sorted(path.name for path in (runs_home / "cache" / "nnchain").iterdir()) \
+            == [made, f"{made}.lock"]
