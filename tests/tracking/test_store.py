@@ -17,8 +17,8 @@ OPEN_AND_CREATE = (
     "c = open_client(sys.argv[1]); print(experiment_id(c, 'shared', None))")
 
 
-def open_concurrently(uri: str, processes: int = 6) -> list[str]:
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+def open_concurrently(uri: str, processes: int = 6, **extra: str) -> list[str]:
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", **extra)
     running = [subprocess.Popen([sys.executable, "-c", OPEN_AND_CREATE, uri], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(processes)]
@@ -31,9 +31,13 @@ def open_concurrently(uri: str, processes: int = 6) -> list[str]:
 
 
 @pytest.mark.slow
-def test_brand_new_sqlite_store_opened_by_many_processes(tmp_path):
+@pytest.mark.parametrize("cache", ["user", "new"])
+def test_brand_new_sqlite_store_opened_by_many_processes(tmp_path, cache):
+    """With the user's store template, or a new cache where the processes race to build
+    the template first."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ids = open_concurrently(uri)
+    extra = {"XDG_CACHE_HOME": str(tmp_path / "cache")} if cache == "new" else {}
+    ids = open_concurrently(uri, **extra)
     assert len(set(ids)) == 1  # one experiment, created once
     client = open_client(uri)  # the store is usable afterwards
     assert client.get_experiment_by_name("shared").experiment_id == ids[0]
