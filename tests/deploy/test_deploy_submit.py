@@ -132,8 +132,9 @@ def test_what_travels_and_what_is_printed(nnchain_cli, spec_file, fake_jobs):
     assert ["--set", "model.hidden=[8, 8]"] == words[words.index("model.hidden=[8, 8]") - 1:
                                                      words.index("model.hidden=[8, 8]") + 1]
     assert "://" not in submitted["entrypoint"]
-    assert submitted["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "1",
-                                                    "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert submitted["runtime_env"]["env_vars"] == {  # another store than the cluster's:
+        "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": "http://mlflow:5000",  # not its
+        "NNCHAIN_TRACKING_STORE_URL": ""}                  # server's database either
     assert fake_jobs.shipped == {"sweep.yaml": SPEC}
     assert not Path(submitted["runtime_env"]["working_dir"]).exists()  # removed once sent
     assert submitted["metadata"]["nnchain.sweep"] == "xor-grid"
