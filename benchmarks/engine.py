@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="5 rounds, for a smoke test")
-    parser.add_argument("--case", type=int, action="append",
+    parser.add_argument("--case", type=int, action="append", choices=range(1, len(CASES) + 1),
                         help="run only this case (1-based, repeatable)")
     parser.add_argument("--orders-only", action="store_true",
                         help="only the update orders against the simultaneous step")
