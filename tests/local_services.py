@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 PG_ADMIN = os.environ.get("NNCHAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -65,3 +71,62 @@ def fresh_pg_database(prefix: str = "nnchain_test") -> Iterator[str]:
                 f"WHERE datname = '{name}'"))
             connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+class MlflowServer:
+    """``mlflow server`` on the SQLite store ``root/mlflow.db`` at 127.0.0.1:``port``, in
+    its own process group: a test SIGKILLs it with its uvicorn workers and starts it again
+    on the same port."""
+
+    def __init__(self, root: Path, port: int | None = None, workers: int = 1) -> None:
+        self.root, self.port, self.workers = root, port or free_ports(1)[0], workers
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_file = root / "mlflow.db"
+        self.log = root / "mlflow-server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                 f"sqlite:///{self.db_file}", "--artifacts-destination",
+                 str(self.root / "artifacts"), "--host", "127.0.0.1", "--port",
+                 str(self.port), "--workers", str(self.workers)], cwd=self.root, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        self.wait_ready()
+
+    def wait_ready(self, seconds: float = 120.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"mlflow server not up in {seconds} s: "
+                             f"{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (its process group), and wait until they are
+        gone: the port is then free again."""
+        if self.process is None:
+            return
+        try:  # workers may outlive a server that exited on its own
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"mlflow server's process group {self.process.pid} survived SIGKILL")

@@ -13,24 +13,19 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from local_services import free_ports
+from local_services import MlflowServer, free_ports
 from mlflow import MlflowClient
 from support import wait_for
 from test_chaos import LedgerReader, chaos_spec
-from test_cluster_faults import kill_and_wait
 
 from nnchain.cli.main import main
 from nnchain.ledger import sweeps as ledger_ops
@@ -104,53 +99,6 @@ class Outage(threading.Thread):
 
 
 # ---- 7a. the MLflow tracking server killed for 10 s and restarted on its port -------------
-class MlflowServer:
-    """``mlflow server`` on an SQLite store in ``root``, in its own session."""
-
-    def __init__(self, root: Path, port: int) -> None:
-        self.root, self.port = root, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = root / "mlflow-server.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-        env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-        with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                 f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination",
-                 str(self.root / "artifacts"), "--host", "127.0.0.1", "--port",
-                 str(self.port), "--workers", "1"], cwd=self.root, env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.wait_ready()
-
-    def wait_ready(self, seconds: float = 120.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"mlflow server not up in {seconds} s: "
-                             f"{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server and its uvicorn worker (its process group)."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
-        kill_and_wait({self.process.pid})
-
-
 class _Relay(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 

@@ -13,18 +13,13 @@ MLflow's own HTTP retries are off (conftest).
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from local_services import free_ports
+from local_services import MlflowServer
 from mlflow import MlflowClient
 
 from nnchain.tracking.metrics import THREADS_ENV, Block, MetricWriter, server_threads
@@ -35,59 +30,10 @@ RUNS, ROUNDS, STEPS = 24, 3, 150  # steps a run a round
 KEYS = ("train_cost", "train_accuracy", "grad_norm/layer1", "grad_norm/layer2")
 
 
-class Server:
-    """``mlflow server --workers 2`` on an SQLite store made as nnchain makes one (WAL)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db_file = root / "mlflow.db"
-        self.log = root / "mlflow-server.log"
-        self.process: subprocess.Popen | None = None
-        open_client(f"sqlite:///{self.db_file}")
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-        env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true",
-                   MLFLOW_BACKEND_STORE_URI=f"sqlite:///{self.db_file}")
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-                 str(self.port), "--workers", "2", "--artifacts-destination",
-                 str(self.root / "artifacts")], cwd=self.root, env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"mlflow server not up in 120 s: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server and its uvicorn workers (its process group)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the workers gone too: the port is free again
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), workers=2)
+    open_client(f"sqlite:///{server.db_file}")  # made as nnchain makes a store (WAL)
     server.start()
     yield server
     server.kill()
@@ -98,7 +44,7 @@ class Faults:
     server down right after an exact request was accepted, its answer lost: kill it,
     restart it ``down_s`` later from a thread."""
 
-    def __init__(self, server: Server, client: MlflowClient, down_s: float = 1.5) -> None:
+    def __init__(self, server: MlflowServer, client: MlflowClient, down_s: float = 1.5) -> None:
         self.server, self.client, self.down_s = server, client, down_s
         self.real = client.log_batch
         self.calls, self.armed = 0, None  # armed: the call whose answer is lost
