@@ -61,7 +61,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep import METRIC_KEYS, cell_config, cells, spec_text  # noqa: E402
+from sweep import METRIC_KEYS, cell_config, cells, spec_text, time_ray_start  # noqa: E402
 
 FLOOR = 0.5  # server rate / direct rate, at least (issue 17, item 4)
 THREADS_ENV = "NNCHAIN_SERVER_THREADS"
@@ -132,17 +132,7 @@ def child(args) -> dict:
     spec.write_text(spec_text(args.epochs))
     import ray  # noqa: F401 - its import (~0.7 s) outside the clock, as in sweep.py
 
-    ray_seconds: list[float] = []
-    connect = cluster.connect
-
-    def timed_connect(*a, **k):
-        started = time.perf_counter()
-        try:
-            return connect(*a, **k)
-        finally:
-            ray_seconds.append(time.perf_counter() - started)
-
-    sweep_module.cluster.connect = timed_connect
+    ray_seconds, _ = time_ray_start()
     spent = {"flush": 0.0, "report": 0.0}
 
     def timed(owner, name: str, what: str) -> None:

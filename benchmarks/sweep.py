@@ -237,8 +237,28 @@ def child_loop_recorded(args) -> dict:
             "finished": statuses.count("FINISHED"), "store": store_counts(db_file)}
 
 
-def child_nnchain(args, pictures: bool = True) -> dict:
+def time_ray_start() -> tuple[list[float], list[float]]:
+    """Wrap the sweep driver's Ray start (``cluster.connect``): the lists returned get the
+    seconds of each start and the process's CPU time at its end."""
     import nnchain.runner.sweep as sweep_module
+
+    ray_seconds: list[float] = []
+    cpu_at_ray: list[float] = []
+    connect = sweep_module.cluster.connect
+
+    def timed_connect(*a, **k):
+        started = time.perf_counter()
+        try:
+            return connect(*a, **k)
+        finally:
+            ray_seconds.append(time.perf_counter() - started)
+            cpu_at_ray.append(time.process_time())
+
+    sweep_module.cluster.connect = timed_connect
+    return ray_seconds, cpu_at_ray
+
+
+def child_nnchain(args, pictures: bool = True) -> dict:
     from nnchain.ledger.store import resolve_ledger_url
     from nnchain.runner import cluster
     from nnchain.runner.sweep import SweepOptions, run_sweep
@@ -256,18 +276,7 @@ def child_nnchain(args, pictures: bool = True) -> dict:
     # it would otherwise land inside run_sweep; the command pays it either way.
     import ray  # noqa: F401
 
-    ray_seconds, cpu_at_ray = [], []
-    connect = cluster.connect
-
-    def timed_connect(*a, **k):
-        started = time.perf_counter()
-        try:
-            return connect(*a, **k)
-        finally:
-            ray_seconds.append(time.perf_counter() - started)
-            cpu_at_ray.append(time.process_time())
-
-    sweep_module.cluster.connect = timed_connect
+    ray_seconds, cpu_at_ray = time_ray_start()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
     if profiler is not None:
