@@ -21,6 +21,7 @@ import os
 
 from nnchain.credentials import scrub, scrub_text
 from nnchain.errors import SpecError, StoreError
+from nnchain.tracking.store import is_sql_store
 
 STORE_ENV = "NNCHAIN_TRACKING_STORE_URL"
 EXPERIMENTS_COMPARED = 20
@@ -30,19 +31,14 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def is_sql_url(url: str) -> bool:
-    """A database (SQLite, PostgreSQL) whose tables ``mlflow_sql`` may reach directly."""
-    return url.startswith(("sqlite:", "postgresql"))
-
-
 def sql_url(tracking_uri: str) -> str | None:
     """The database runs and values of ``tracking_uri`` are written into: the URI itself
     for an SQL store, ``NNCHAIN_TRACKING_STORE_URL`` for a tracking server (None unset or
     not a database URL: ``check_store`` refuses that), None for any other store."""
-    if is_sql_url(tracking_uri):
+    if is_sql_store(tracking_uri):
         return tracking_uri
     url = _configured(tracking_uri)
-    return url if url is not None and is_sql_url(url) else None
+    return url if url is not None and is_sql_store(url) else None
 
 
 def _configured(tracking_uri: str) -> str | None:
@@ -59,7 +55,7 @@ def check_store(tracking_uri: str) -> None:
     url = _configured(tracking_uri)
     if url is None:
         return
-    if not is_sql_url(url):
+    if not is_sql_store(url):
         raise SpecError(STORE_ENV, f"must be the postgresql:// or sqlite:/// URL of the "
                                    f"tracking server's database, got {scrub(url)!r}")
     from mlflow import MlflowClient
