@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
-from local_services import fresh_pg_database
+from local_services import free_ports, fresh_pg_database
+
+DEPLOY_TESTS = str(Path(__file__).parent / "deploy")  # the deployment's helpers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -28,6 +32,23 @@ def ray_address(ray_local) -> str:
     import ray
 
     return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def deployment_server(tmp_path_factory):
+    """The compose file's MLflow server (``tests/deploy/deployment.py``): basic auth,
+    PostgreSQL, the ledger's role granted direct writes. Started once: its migrations are
+    the slowest setup of the suite. Modules using it make their own experiments and users."""
+    if DEPLOY_TESTS not in sys.path:
+        sys.path.append(DEPLOY_TESTS)
+    from deployment import start_deployment
+
+    deploy = start_deployment(tmp_path_factory.mktemp("deployment"), free_ports(1)[0])
+    try:
+        yield deploy
+    finally:
+        deploy.stop()
+        deploy.drop_databases()
 
 
 @pytest.fixture

@@ -1,44 +1,26 @@
-"""The deployment of docker-compose.yml reproduced without containers, on this machine.
-
-PostgreSQL (127.0.0.1:5432) gets roles and databases from ``services/postgres/init.sh``;
-``services/mlflow/entrypoint.py`` runs as a process (basic auth, proxied artifacts, a
-service user); ``ray start --head`` (no CPUs: it only drives) and two ``ray start``
-workers with one CPU each form a cluster with token authentication, its dashboard on
-127.0.0.1. The head holds the driver's credentials, as the compose file's ray-head does.
-Then ``nnchain sweep submit --wait`` sends a 6-trial sweep to the job API, and the tests
-read what it left behind: runs through the server, the ledger, Ray's task records, and
-every log Ray and MLflow wrote.
-
-Nodes are stopped by killing the process groups their ``ray start`` created (and every
-descendant), never with ``ray stop``, which would also stop the session's local Ray and
-any other Ray on this machine.
+"""The deployment of docker-compose.yml reproduced without containers, on this machine
+(``deployment.py``): the session's MLflow server (basic auth, PostgreSQL), and here a Ray
+cluster of ``ray start --head`` (no CPUs: it only drives) and two ``ray start`` workers
+with one CPU each, token authentication, the dashboard on 127.0.0.1. The head holds the
+driver's credentials, as the compose file's ray-head does. Then ``nnchain sweep submit
+--wait`` sends a 6-trial sweep to the job API, and the tests read what it left behind:
+runs through the server, the ledger, Ray's task records, and every log Ray and MLflow
+wrote.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import secrets
-import shutil
 import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
-from deploy_support import (
-    BIN,
-    MLFLOW_ENTRYPOINT,
-    POSTGRES_INIT,
-    kill_tree,
-    nnchain_command,
-    process_tree,
-)
-from local_services import PG_ADMIN, free_ports, pg_available
+from deploy_support import nnchain_command
+from deployment import SERVICE_USER, Deployment
+from local_services import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -57,236 +39,45 @@ parameters:
   train.lr: {values: [0.1, 0.5, 2.0]}
   model.hidden: {values: [[2], [4]]}
 """
-SERVICE_USER = "nnchain"
-
-
-def _wait_http(url: str, seconds: float, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
-
-
-class Deployment:
-    """Everything the module's tests read: addresses, secrets, outputs, logs."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.secrets = {name: f"{name}-{secrets.token_urlsafe(18)}" for name in
-                        ("admin", "service", "reader", "mlflow_db", "ledger_db", "ray_token")}
-        self.groups: set[int] = set()
-        self.timings: dict[str, float] = {}  # seconds since the fixture started
-        self.server: subprocess.Popen | None = None
-        tag = uuid.uuid4().hex[:8]
-        self.names = {"mlflow_user": f"nnd_{tag}_mlflow", "mlflow_db": f"nnd_{tag}_mlflow",
-                      "auth_db": f"nnd_{tag}_auth", "ledger_user": f"nnd_{tag}_nnchain",
-                      "ledger_db": f"nnd_{tag}_ledger"}
-        admin = urlsplit(PG_ADMIN)
-        self.pg_host, self.pg_port = admin.hostname or "127.0.0.1", admin.port or 5432
-        self.pg_user = admin.username or "postgres"
-        self.ledger_url = (f"postgresql+psycopg://{self.names['ledger_user']}:"
-                           f"{self.secrets['ledger_db']}@{self.pg_host}:{self.pg_port}/"
-                           f"{self.names['ledger_db']}")
-
-    # ---- PostgreSQL, through the compose file's init script ------------------------------
-    def init_databases(self) -> None:
-        files = {}
-        for name in ("mlflow_db", "ledger_db"):
-            files[name] = self.root / f"{name}.secret"
-            files[name].write_text(self.secrets[name])
-        env = dict(os.environ, PGHOST=self.pg_host, PGPORT=str(self.pg_port),
-                   POSTGRES_USER=self.pg_user, POSTGRES_DB="postgres",
-                   MLFLOW_DB_PASSWORD_FILE=str(files["mlflow_db"]),
-                   NNCHAIN_DB_PASSWORD_FILE=str(files["ledger_db"]),
-                   MLFLOW_DB_USER=self.names["mlflow_user"],
-                   MLFLOW_DB_NAME=self.names["mlflow_db"],
-                   MLFLOW_AUTH_DB_NAME=self.names["auth_db"],
-                   NNCHAIN_DB_USER=self.names["ledger_user"],
-                   NNCHAIN_DB_NAME=self.names["ledger_db"])
-        done = subprocess.run(["sh", str(POSTGRES_INIT)], env=env, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-
-    def drop_databases(self) -> None:
-        import sqlalchemy
-
-        admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            for key in ("mlflow_db", "auth_db", "ledger_db"):
-                name = self.names[key]
-                connection.execute(sqlalchemy.text(
-                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}'"))
-                connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-            for key in ("mlflow_user", "ledger_user"):
-                connection.execute(sqlalchemy.text(f'DROP ROLE IF EXISTS "{self.names[key]}"'))
-        admin.dispose()
-
-    # ---- the MLflow server, through the image's entrypoint -------------------------------
-    def start_mlflow(self, port: int, **extra_env: str) -> None:
-        self.mlflow_port = port
-        self.mlflow_url = f"http://127.0.0.1:{port}"
-        self.mlflow_log = self.root / "mlflow-server.log"
-        files = {}
-        for name in ("admin", "service", "mlflow_db"):
-            files[name] = self.root / f"{name}.secret"
-            files[name].write_text(self.secrets[name] + "\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PG"))}
-        env.update(MLFLOW_DB_HOST=self.pg_host, MLFLOW_DB_PORT=str(self.pg_port),
-                   MLFLOW_DB_USER=self.names["mlflow_user"],
-                   MLFLOW_DB_PASSWORD_FILE=str(files["mlflow_db"]),
-                   MLFLOW_DB_NAME=self.names["mlflow_db"],
-                   MLFLOW_AUTH_DB_NAME=self.names["auth_db"],
-                   MLFLOW_AUTH_ADMIN_PASSWORD_FILE=str(files["admin"]),
-                   MLFLOW_SERVICE_USERNAME=SERVICE_USER,
-                   MLFLOW_SERVICE_PASSWORD_FILE=str(files["service"]),
-                   MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
-                   MLFLOW_ARTIFACTS_DESTINATION=str(self.root / "artifacts"),
-                   MLFLOW_CONFIG_DIR=str(self.root / "mlflow-config"),
-                   MLFLOW_DISABLE_TELEMETRY="true", **extra_env)
-        with open(self.mlflow_log, "w") as log:
-            self.server = subprocess.Popen([str(BIN / "python"), str(MLFLOW_ENTRYPOINT)],
-                                           env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True)
-        self.groups.add(self.server.pid)
-
-    def wait_mlflow(self) -> None:
-        _wait_http(f"{self.mlflow_url}/health", 120, self.server, self.mlflow_log)
-
-    # ---- the Ray cluster ------------------------------------------------------------------
-    def ray_env(self, head: bool) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RAY_", "MLFLOW_", "NNCHAIN_", "PG"))}
-        env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                   RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.secrets["ray_token"],
-                   RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true")
-        if head:  # what the compose file's ray-head holds
-            env.update(MLFLOW_TRACKING_URI=self.mlflow_url,
-                       MLFLOW_TRACKING_USERNAME=SERVICE_USER,
-                       MLFLOW_TRACKING_PASSWORD=self.secrets["service"],
-                       NNCHAIN_LEDGER_URL=self.ledger_url)
-        return env
-
-    def ray_start(self, args: list[str], head: bool, log_name: str) -> None:
-        log = self.root / log_name
-        with open(log, "w") as out:
-            process = subprocess.Popen([str(BIN / "ray"), "start", *args,
-                                        "--disable-usage-stats"],
-                                       env=self.ray_env(head), stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
-        self.groups.add(process.pid)  # its daemons stay in this process group
-        code = process.wait(timeout=180)
-        assert code == 0, log.read_text()[-3000:]
-
-    def start_ray(self, ports: list[int]) -> None:
-        self.ray_temp = Path(tempfile.mkdtemp(prefix="nnd-", dir="/tmp"))  # short socket paths
-        gcs, self.dashboard_port = ports[0], ports[1]
-        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
-        self.gcs = f"127.0.0.1:{gcs}"
-        rest = iter(ports[2:])
-
-        def node_ports() -> list[str]:
-            return [f"--node-manager-port={next(rest)}", f"--object-manager-port={next(rest)}",
-                    f"--dashboard-agent-listen-port={next(rest)}",
-                    f"--dashboard-agent-grpc-port={next(rest)}",
-                    f"--runtime-env-agent-port={next(rest)}",
-                    f"--metrics-export-port={next(rest)}"]
-
-        self.ray_start(["--head", f"--port={gcs}", "--num-cpus=0",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                        f"--ray-client-server-port={next(rest)}",
-                        f"--temp-dir={self.ray_temp}", *node_ports()], True, "ray-head.log")
-        for index in (1, 2):
-            self.ray_start([f"--address={self.gcs}", "--num-cpus=1",
-                            f"--temp-dir={self.ray_temp}", *node_ports()], False,
-                           f"ray-worker-{index}.log")
-
-    def ray_api(self, path: str, **params) -> dict:
-        """GET on the dashboard's REST API (jobs, state), with the cluster's token."""
-        response = requests.get(f"{self.dashboard}{path}", params=params, timeout=30,
-                                headers={"Authorization": f"Bearer {self.secrets['ray_token']}"})
-        assert response.status_code == 200, response.text[:2000]
-        return response.json()
-
-    def ray_state(self, resource: str, **filters: str) -> list[dict]:
-        """Ray's state API (what ``ray list RESOURCE --detail`` shows)."""
-        params = {"limit": 10_000, "detail": 1, "filter_keys": list(filters),
-                  "filter_predicates": ["="] * len(filters),
-                  "filter_values": list(filters.values())}
-        return self.ray_api(f"/api/v0/{resource}", **params)["data"]["result"]["result"]
-
-    # ---- the submission -------------------------------------------------------------------
-    def submit(self) -> None:
-        spec = self.root / "deploy.yaml"
-        spec.write_text(SPEC)
-        self.spec = spec
-        # The submitting machine: its own MLflow login (not forwarded by default) and the
-        # cluster's token; no ledger URL, no tracking URI in its environment.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RAY_", "MLFLOW_", "NNCHAIN_"))}
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.secrets["ray_token"],
-                   RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true",
-                   MLFLOW_TRACKING_USERNAME="admin",
-                   MLFLOW_TRACKING_PASSWORD=self.secrets["admin"])
-        started = time.monotonic()
-        self.submitted = subprocess.run(
-            nnchain_command("sweep", "submit", str(spec), "--address", self.dashboard,
-                            "--tracking-uri", self.mlflow_url, "--set",
-                            f"train.epochs={EPOCHS}", "--wait", "--format", "json"),
-            env=env, cwd=self.root, capture_output=True, text=True, timeout=300)
-        self.submit_seconds = time.monotonic() - started
-        assert self.submitted.returncode == 0, (self.submitted.stdout, self.submitted.stderr)
-        self.result = json.loads(self.submitted.stdout)
-        self.job_logs = self.ray_api(f"/api/jobs/{self.result['job_id']}/logs")["logs"]
-
-    def stop(self) -> None:
-        kill_tree(self.groups)
-        deadline = time.monotonic() + 10
-        while process_tree(self.groups) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-def require_deployment() -> None:
-    """What the deployment's processes need here: Flask-WTF (the test extra: missing is a
-    failure), PostgreSQL and psql (missing: the test is skipped)."""
-    if importlib.util.find_spec("flask_wtf") is None:
-        pytest.fail("the MLflow basic-auth app needs Flask-WTF: install mlflow[auth] "
-                    "(pyproject.toml's test extra)")
-    if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    if shutil.which("psql") is None:
-        pytest.skip("psql (PostgreSQL client) is needed to run services/postgres/init.sh")
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    require_deployment()
-    deploy = Deployment(tmp_path_factory.mktemp("deploy"))
+def deployment(deployment_server):
+    """The session's server with this module's Ray cluster, the sweep submitted and done."""
+    deploy = deployment_server
     clock = time.monotonic()
-    deploy.init_databases()
     try:
-        ports = free_ports(24)
-        deploy.start_mlflow(ports[0])  # starts while the Ray nodes start
-        deploy.start_ray(ports[1:])
+        deploy.start_ray(free_ports(23))
         deploy.timings["ray nodes"] = time.monotonic() - clock
-        deploy.wait_mlflow()
-        deploy.timings["mlflow server"] = time.monotonic() - clock
-        deploy.submit()
+        submit(deploy)
         deploy.timings["submitted and done"] = time.monotonic() - clock
         yield deploy
     finally:
-        deploy.stop()
-        deploy.drop_databases()
-        if hasattr(deploy, "ray_temp"):
-            shutil.rmtree(deploy.ray_temp, ignore_errors=True)
+        deploy.stop_ray()
+
+
+def submit(deploy: Deployment) -> None:
+    spec = deploy.root / "deploy.yaml"
+    spec.write_text(SPEC)
+    deploy.spec = spec
+    # The submitting machine: its own MLflow login (not forwarded by default) and the
+    # cluster's token; no ledger URL, no tracking URI in its environment.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "MLFLOW_", "NNCHAIN_"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=deploy.secrets["ray_token"],
+               RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true",
+               MLFLOW_TRACKING_USERNAME="admin",
+               MLFLOW_TRACKING_PASSWORD=deploy.secrets["admin"])
+    started = time.monotonic()
+    deploy.submitted = subprocess.run(
+        nnchain_command("sweep", "submit", str(spec), "--address", deploy.dashboard,
+                        "--tracking-uri", deploy.mlflow_url, "--set",
+                        f"train.epochs={EPOCHS}", "--wait", "--format", "json"),
+        env=env, cwd=deploy.root, capture_output=True, text=True, timeout=300)
+    deploy.submit_seconds = time.monotonic() - started
+    assert deploy.submitted.returncode == 0, (deploy.submitted.stdout, deploy.submitted.stderr)
+    deploy.result = json.loads(deploy.submitted.stdout)
+    deploy.job_logs = deploy.ray_api(f"/api/jobs/{deploy.result['job_id']}/logs")["logs"]
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +105,8 @@ def _runs(client):
 
 
 def _ledger_trials(deployment):
+    """The ledger's sweeps named like this module's (other modules record into the same
+    ledger), and their trials."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(deployment.ledger_url)
@@ -321,10 +114,11 @@ def _ledger_trials(deployment):
         with engine.connect() as connection:
             sweeps = connection.execute(sqlalchemy.text(
                 "SELECT id, name, status, tracking_uri, options, spec_text "
-                "FROM nnchain_sweeps")).mappings().all()
+                "FROM nnchain_sweeps WHERE name LIKE 'deploy-grid%'")).mappings().all()
             trials = connection.execute(sqlalchemy.text(
-                "SELECT key, state, worker, reason, run_id FROM nnchain_trials")
-            ).mappings().all()
+                "SELECT key, state, worker, reason, run_id FROM nnchain_trials "
+                "WHERE sweep_id IN (SELECT id FROM nnchain_sweeps "
+                "WHERE name LIKE 'deploy-grid%')")).mappings().all()
     finally:
         engine.dispose()
     return sweeps, trials

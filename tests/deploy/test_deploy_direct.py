@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_services import PG_ADMIN, free_ports
+from local_services import PG_ADMIN
 
 pytestmark = pytest.mark.slow
 
@@ -40,29 +40,8 @@ TRIALS = 4
 
 
 @pytest.fixture(scope="module")
-def deploy(tmp_path_factory):
-    from test_deploy_cluster import Deployment, require_deployment
-
-    require_deployment()
-
-    deployment = Deployment(tmp_path_factory.mktemp("direct"))
-    deployment.init_databases()
-    try:
-        deployment.start_mlflow(free_ports(1)[0],
-                                MLFLOW_DIRECT_WRITER=deployment.names["ledger_user"])
-        deployment.wait_mlflow()
-        pgpass = deployment.root / "pgpass"  # what services/ray/entrypoint.sh writes
-        pgpass.write_text(f"*:*:*:{deployment.names['ledger_user']}:"
-                          f"{deployment.secrets['ledger_db']}\n")
-        pgpass.chmod(0o600)
-        deployment.pgpass = pgpass
-        deployment.store_url = (f"postgresql+psycopg://{deployment.names['ledger_user']}@"
-                                f"{deployment.pg_host}:{deployment.pg_port}/"
-                                f"{deployment.names['mlflow_db']}")
-        yield deployment
-    finally:
-        deployment.stop()
-        deployment.drop_databases()
+def deploy(deployment_server):
+    return deployment_server
 
 
 def sweep_env(deploy, user: str, password: str, store_url: str) -> dict[str, str]:
@@ -93,7 +72,7 @@ def server_requests(deploy, path: str) -> int:
 @pytest.fixture(scope="module")
 def recorded(deploy, tmp_path_factory):
     """One sweep as the service user, straight into the server's database."""
-    from test_deploy_cluster import SERVICE_USER
+    from deployment import SERVICE_USER
 
     before = server_requests(deploy, "/api/2.0/mlflow/runs/create")
     started = time.monotonic()
@@ -144,7 +123,7 @@ def test_the_experiment_was_made_through_the_server_as_the_service_user(
     """The auth app gives an experiment's creator MANAGE on it: the server made it, for
     the user the sweep ran as, having checked that user's password."""
     import requests
-    from test_deploy_cluster import SERVICE_USER
+    from deployment import SERVICE_USER
 
     assert recorded["done"].returncode == 0, recorded["done"].stderr[-3000:]
     experiment = admin_client.get_experiment_by_name("direct-writes")
@@ -171,7 +150,7 @@ def _experiment_names(admin_client) -> set[str]:
 
 def test_a_database_that_is_not_the_servers_is_refused_before_anything_is_written(
         deploy, admin_client, tmp_path):
-    from test_deploy_cluster import SERVICE_USER
+    from deployment import SERVICE_USER
 
     other = tmp_path / "other.db"
     from mlflow import MlflowClient
@@ -189,7 +168,7 @@ def test_a_database_that_is_not_the_servers_is_refused_before_anything_is_writte
 
 def test_a_role_without_the_grant_is_refused(deploy, admin_client, tmp_path):
     import sqlalchemy
-    from test_deploy_cluster import SERVICE_USER
+    from deployment import SERVICE_USER
 
     role = f"nnd_{uuid.uuid4().hex[:8]}_nogrant"
     admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")

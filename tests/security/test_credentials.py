@@ -4,11 +4,11 @@ logs, every process's command line, a submitted job's environment; and the local
 that sweep listens on the loopback only.
 
 The tracking server is the deployment tests' MLflow server with basic auth (its image's
-entrypoint on PostgreSQL, ``tests/deploy/test_deploy_cluster.py::Deployment``); the admin's
-password is the planted one. The ledger is a PostgreSQL database reached through
-``?password=`` (PostgreSQL here trusts local users, so any password connects). One
-``nnchain sweep run`` in a child process starts the module's one local Ray, with its own
-``RAY_TMPDIR``; the test watches it while it runs.
+entrypoint on PostgreSQL, ``tests/deploy/deployment.py``), started once for the session
+(``tests/conftest.py::deployment_server``); the admin's password is the planted one. The
+ledger is a PostgreSQL database reached through ``?password=`` (PostgreSQL here trusts local
+users, so any password connects). One ``nnchain sweep run`` in a child process starts the
+module's one local Ray, with its own ``RAY_TMPDIR``; the test watches it while it runs.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from deployment import ADMIN_SECRET
 from local_services import free_ports, fresh_pg_database
 
 pytestmark = pytest.mark.slow
 
-HTTP_SECRET = f"Planted-http-{uuid.uuid4().hex[:12]}"
+HTTP_SECRET = ADMIN_SECRET  # the session's deployment server's admin password
 PG_SECRET = f"Planted-pg-{uuid.uuid4().hex[:12]}"
 SECRETS = (HTTP_SECRET, PG_SECRET)
 SPEC = """
@@ -116,25 +117,11 @@ def pg_database():
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
+def auth_server(deployment_server):
     """The deployment's MLflow server (basic auth), its admin password the planted one."""
-    from test_deploy_cluster import Deployment, _wait_http, require_deployment
-
-    require_deployment()
-
-    deploy = Deployment(tmp_path_factory.mktemp("auth-server"))
-    deploy.secrets["admin"] = HTTP_SECRET
-    started = time.monotonic()
-    deploy.init_databases()
-    try:
-        deploy.start_mlflow(free_ports(1)[0])
-        _wait_http(f"{deploy.mlflow_url}/health", 300, deploy.server, deploy.mlflow_log)
-        print(f"the auth server answered after {time.monotonic() - started:.1f} s")
-        deploy.planted_url = f"http://admin:{HTTP_SECRET}@127.0.0.1:{deploy.mlflow_port}"
-        yield deploy
-    finally:
-        deploy.stop()
-        deploy.drop_databases()
+    deploy = deployment_server
+    deploy.planted_url = f"http://admin:{HTTP_SECRET}@127.0.0.1:{deploy.mlflow_port}"
+    return deploy
 
 
 @pytest.fixture(scope="module")
