@@ -246,6 +246,13 @@ def kill_trials(ledger: Ledger, trial_ids: Iterable[int], reason: str) -> None:
             _update_trials(session, rows)
 
 
+def cancel_requested(ledger: Ledger, sweep_id: str) -> bool:
+    """Whether ``sweep cancel`` asked the sweep to stop (one column read)."""
+    with ledger.session() as session:
+        return bool(session.scalar(select(Sweep.cancel_requested)
+                                   .where(Sweep.id == sweep_id)))
+
+
 def beat_trials(ledger: Ledger, trial_ids: Sequence[int]) -> None:
     """The running trials' heartbeat."""
     if trial_ids:

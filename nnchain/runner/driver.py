@@ -145,6 +145,7 @@ class Driver:
         self._checkpoints: dict[int, tuple[int, bytes]] = {}  # queued trial -> its checkpoint
         self.in_flight: dict[Handle, list[int]] = {}  # task -> its trial ids
         self._counts: Counter = Counter()  # by ledger state, kept by ``_move`` alone
+        self._running: set[int] = set()  # trials RUNNING now, kept by ``_move`` alone
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
         self._last_flush = self._last_beat = time.monotonic()
@@ -169,6 +170,10 @@ class Driver:
         check_transition(live.trial_id, old, new)
         self._counts[old] -= 1
         self._counts[new] += 1
+        if state == RUNNING:
+            self._running.add(live.trial_id)
+        else:
+            self._running.discard(live.trial_id)
         live.state = state
 
     # ---- setup -------------------------------------------------------------------------
@@ -195,6 +200,8 @@ class Driver:
                         summary={} if done else dict(trial.summary or {}), state=trial.state)
             self.live[trial.id] = live
             self._counts[trial.state] += 1
+            if trial.state == RUNNING:
+                self._running.add(trial.id)
             if trial.state == FINISHED:
                 self._consider_best(live, trial.metric)
             elif not done:
@@ -505,9 +512,8 @@ class Driver:
                     return
 
     def _heartbeat(self) -> None:
-        ledger_ops.beat_trials(self.ledger, [live.trial_id for live in self.live.values()
-                                             if live.state == RUNNING])
-        if ledger_ops.find_sweep(self.ledger, self.sweep.id).cancel_requested:
+        ledger_ops.beat_trials(self.ledger, sorted(self._running))
+        if ledger_ops.cancel_requested(self.ledger, self.sweep.id):
             self.stop_reason = "cancelled"
 
     def _check_timeouts(self) -> None:
@@ -646,18 +652,21 @@ def _data_key(config: dict) -> str:
 
 
 def _update_summary(summary: dict, columns: dict) -> None:
-    """Keep last / min / max of each metric's curve (NaN ignored for min and max)."""
+    """Keep last / min / max of each metric's curve (NaN and infinities ignored for min
+    and max). In plain Python: a message holds a few epochs, where numpy's calls would cost
+    more than the values."""
     import numpy as np
 
+    isfinite = math.isfinite
     for key, values in columns.items():
-        values = np.asarray(values, dtype=float)
-        if values.size == 0:
+        values = np.asarray(values, dtype=float).tolist()
+        if not values:
             continue
-        finite = values[np.isfinite(values)]
         entry = summary.setdefault(key, {"last": None, "min": None, "max": None})
-        entry["last"] = float(values[-1]) if np.isfinite(values[-1]) else None
-        if finite.size:
-            low, high = float(finite.min()), float(finite.max())
+        entry["last"] = values[-1] if isfinite(values[-1]) else None
+        finite = list(filter(isfinite, values))
+        if finite:
+            low, high = min(finite), max(finite)
             entry["min"] = low if entry["min"] is None else min(entry["min"], low)
             entry["max"] = high if entry["max"] is None else max(entry["max"], high)
 

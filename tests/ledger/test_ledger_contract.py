@@ -79,6 +79,8 @@ def test_update_sweep_and_list_sweeps_with_counts(ledger):
     assert listed == {"s1": ("FINISHED", {RUNNING: 1, PENDING: 2}),
                       "s2": ("RUNNING", {PENDING: 2})}
     assert ledger_ops.find_sweep(ledger, "s1").cancel_requested == 1
+    assert ledger_ops.cancel_requested(ledger, "s1") is True
+    assert ledger_ops.cancel_requested(ledger, "s2") is False
 
 
 def test_create_sweep_takes_a_stream_a_statement_at_a_time(ledger):
