@@ -303,9 +303,11 @@ class Driver:
         return True
 
     def _submit(self) -> None:
-        while self._has_room() and (self.queue or self._propose()):
+        room = self._room()
+        while room > 0 and (self.queue or self._propose()):
             size = pack_size(len(self.queue), self.settings.pack, self.settings.max_concurrent)
             trial_ids = [self.queue.popleft() for _ in range(size)]
+            room -= len(trial_ids) if self.settings.trials_in_flight else 1
             self._hold_configs(trial_ids)
             pack = [self._work(self.live[t], self._checkpoints.pop(t, None)) for t in trial_ids]
             handle = self.executor.submit(pack)
@@ -314,16 +316,17 @@ class Driver:
                 self._handle_of[work.trial_id] = handle
                 self._move(self.live[work.trial_id], QUEUED)
 
-    def _has_room(self) -> bool:
-        """Whether another task may go out. Bounding trials rather than tasks lets the
+    def _room(self) -> int:
+        """How many more trials (with ``trials_in_flight``) or tasks may go out now; a
+        pack goes out while there is any. Bounding trials rather than tasks lets the
         small packs at a sweep's end queue in Ray, which hands each to the first free
         worker without waiting for the driver (busy writing)."""
         settings = self.settings
         if settings.trials_in_flight:
             waiting = sum(self.live[t].state not in ENDED
                           for trial_ids in self.in_flight.values() for t in trial_ids)
-            return waiting < settings.trials_in_flight
-        return len(self.in_flight) < (settings.in_flight or max(1, settings.max_concurrent))
+            return settings.trials_in_flight - waiting
+        return (settings.in_flight or max(1, settings.max_concurrent)) - len(self.in_flight)
 
     def _take(self, handle: Handle) -> None:
         message = self.executor.take(handle)
