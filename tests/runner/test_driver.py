@@ -382,6 +382,35 @@ def test_a_hung_trial_times_out_and_is_not_retried(ledger, store, monkeypatch):
     assert driver.counts == {FINISHED: 1, FAILED: 1}
 
 
+def test_the_heartbeat_beats_the_running_trials_and_no_others(ledger, store, monkeypatch):
+    """Each beat names exactly the trials started and not yet ended (as the messages
+    say), and reaches the ledger."""
+    monkeypatch.setattr(driver_module, "BEAT_SECONDS", 0.0)
+    sweep = new_sweep(ledger, store, spec_text(lrs=(0.1, 0.3, 0.5, 1.0)))
+    running: set[int] = set()
+    beats: list[tuple[list[int], list[int]]] = []  # (beaten, running as the messages say)
+    real_beat = ledger_ops.beat_trials
+
+    def beat(ledger_, trial_ids):
+        beats.append((sorted(trial_ids), sorted(running)))
+        real_beat(ledger_, trial_ids)
+
+    def track(task, message):
+        if isinstance(message, Start):
+            running.add(message.trial_id)
+        elif isinstance(message, End):
+            running.discard(message.trial_id)
+        return None
+
+    monkeypatch.setattr(ledger_ops, "beat_trials", beat)
+    driver, _, _ = sweep.run(track, slots=2)
+    assert driver.counts == {FINISHED: 4}
+    assert [beaten for beaten, expected in beats if beaten != expected] == []
+    assert any(beaten for beaten, _ in beats), beats
+    for trial in sweep.trials():
+        assert trial.heartbeat_at is not None and trial.heartbeat_at >= trial.started_at
+
+
 # ---- cancel and resume -----------------------------------------------------------------
 @pytest.mark.parametrize("how", ["sweep cancel", "Ctrl-C"])
 def test_cancel_kills_the_running_trials_and_a_resume_runs_them_again(ledger, store,
