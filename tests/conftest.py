@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from local_services import free_ports, fresh_pg_database
 
-DEPLOY_TESTS = str(Path(__file__).parent / "deploy")  # the deployment's helpers
+# The deployment's helpers (tests/deploy/deployment.py), for the session's server and
+# for the modules outside tests/deploy that use it.
+DEPLOY_TESTS = str(Path(__file__).parent / "deploy")
+if DEPLOY_TESTS not in sys.path:
+    sys.path.append(DEPLOY_TESTS)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -39,8 +43,6 @@ def deployment_server(tmp_path_factory):
     """The compose file's MLflow server (``tests/deploy/deployment.py``): basic auth,
     PostgreSQL, the ledger's role granted direct writes. Started once: its migrations are
     the slowest setup of the suite. Modules using it make their own experiments and users."""
-    if DEPLOY_TESTS not in sys.path:
-        sys.path.append(DEPLOY_TESTS)
     from deployment import start_deployment
 
     deploy = start_deployment(tmp_path_factory.mktemp("deployment"), free_ports(1)[0])
