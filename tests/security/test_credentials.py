@@ -138,10 +138,13 @@ def sweep(auth_server, pg_database, tmp_path_factory):
     process = nnchain("sweep", "run", "spec.yaml", "--tracking-uri", auth_server.planted_url,
                       "--ledger-url", pg_database["query"], "--format", "json", "--quiet",
                       cwd=work, env=env)
+    typed = " ".join(process.args) + " "  # as /proc shows it: NUL-separated, NUL-ended
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        for pid, line in command_lines().items():  # but the one the user typed
-            if pid != process.pid and any(secret in line for secret in SECRETS):
+        for pid, line in command_lines().items():
+            # but the one the user typed, also as a child forked from it shows it until
+            # its exec (Ray's and MLflow's starts fork the driver)
+            if line != typed and any(secret in line for secret in SECRETS):
                 watched["command lines"][pid] = line
         watched["listeners"] |= listeners(descendants(process.pid))
         time.sleep(0.1)
