@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain, islice, repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,19 +147,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
-_COPY_METRICS = "COPY metrics (key, value, timestamp, step, is_nan, run_uuid) FROM STDIN"
+# A metric row's columns in the order the writer builds and sorts its rows: MLflow's
+# primary key first (key, timestamp, step, run), so that the tuples sort as they are.
+_METRIC_COLUMNS = "key, timestamp, step, run_uuid, value, is_nan"
+_COPY_METRICS = f"COPY metrics ({_METRIC_COLUMNS}) FROM STDIN"
 
 
 @cache
 def _insert_sql(marker: str, rows: int) -> str:
     row = f"({marker}, {marker}, {marker}, {marker}, {marker}, {marker})"
-    return ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES "
-            + ", ".join([row] * rows))
+    return f"INSERT INTO metrics ({_METRIC_COLUMNS}) VALUES " + ", ".join([row] * rows)
 
 
-def _sanitized(values: Sequence[float]) -> tuple[list[float], list[bool]]:
-    """MLflow's storage of values: NaN as 0 with is_nan, infinities clamped."""
-    array = np.asarray(values, dtype=np.float64)
+def _sanitized(columns: Sequence[Sequence[float]]) -> tuple[list[float], list[bool]]:
+    """MLflow's storage of values, for many columns at once (one list of them all, in
+    order): NaN as 0 with is_nan, infinities clamped."""
+    if not columns:
+        return [], []
+    array = np.concatenate([np.asarray(values, dtype=np.float64) for values in columns])
     is_nan = np.isnan(array)
     array = np.clip(np.where(is_nan, 0.0, array), -_CLAMP, _CLAMP)
     return array.tolist(), is_nan.tolist()
@@ -194,20 +198,26 @@ class MlflowTables:
         time, tags), in one transaction: a run is never ended without its metrics."""
         rows: list[tuple] = []
         latest: dict[tuple[str, str], dict] = {}
+        # every value of the flush sanitized by numpy at once, then cut back into columns
+        all_clean, all_nan = _sanitized([values for block in blocks
+                                         for values in block.columns.values()])
+        start = 0
         for block in blocks:
             steps = range(block.first_step, block.first_step + len(block.timestamps))
-            stamps = list(block.timestamps)
+            stamps, run_id = list(block.timestamps), block.run_id
             for key, values in block.columns.items():
-                clean, is_nan = _sanitized(values)
-                rows.extend(zip(repeat(key), clean, stamps, steps, is_nan, repeat(block.run_id)))
+                end = start + len(values)
+                clean, is_nan = all_clean[start:end], all_nan[start:end]
+                start = end
+                rows.extend(zip(repeat(key), stamps, steps, repeat(run_id), clean, is_nan))
                 last = {"key": key, "value": clean[-1], "timestamp": stamps[-1],
-                        "step": steps[-1], "is_nan": is_nan[-1], "run_uuid": block.run_id}
-                known = latest.get((block.run_id, key))
+                        "step": steps[-1], "is_nan": is_nan[-1], "run_uuid": run_id}
+                known = latest.get((run_id, key))
                 if known is None or last["step"] >= known["step"]:
-                    latest[(block.run_id, key)] = last
-        # in the order of MLflow's primary key (key, timestamp, step, run): SQLite then
-        # appends to its index pages (15-20% less CPU a flush here)
-        rows.sort(key=itemgetter(0, 2, 3, 5))
+                    latest[(run_id, key)] = last
+        # in the order of MLflow's primary key (key, timestamp, step, run), the rows' own
+        # order: SQLite then appends to its index pages (15-20% less CPU a flush here)
+        rows.sort()
         with self.engine.begin() as connection:
             if rows:
                 self._insert_metrics(connection, rows)
