@@ -58,6 +58,12 @@ def nnchain(*args: str, cwd: Path, env: dict, timeout: float = 300) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def typed_line(process: subprocess.Popen) -> str:
+    """The command line the user typed, as /proc shows it (NUL-separated, NUL-ended); a
+    child forked from that process shows it too, until its exec."""
+    return " ".join(process.args) + " "
+
+
 def command_lines() -> dict[int, str]:
     """Every process's command line on this host (what any local user can read)."""
     lines = {}
@@ -138,12 +144,12 @@ def sweep(auth_server, pg_database, tmp_path_factory):
     process = nnchain("sweep", "run", "spec.yaml", "--tracking-uri", auth_server.planted_url,
                       "--ledger-url", pg_database["query"], "--format", "json", "--quiet",
                       cwd=work, env=env)
-    typed = " ".join(process.args) + " "  # as /proc shows it: NUL-separated, NUL-ended
+    typed = typed_line(process)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         for pid, line in command_lines().items():
-            # but the one the user typed, also as a child forked from it shows it until
-            # its exec (Ray's and MLflow's starts fork the driver)
+            # but the one the user typed, whatever the pid: Ray's and MLflow's starts fork
+            # the driver
             if line != typed and any(secret in line for secret in SECRETS):
                 watched["command lines"][pid] = line
         watched["listeners"] |= listeners(descendants(process.pid))
@@ -264,8 +270,10 @@ def test_ui_keeps_the_password_off_every_command_line(pg_database, tmp_path):
         assert len(tree) >= 2  # the MLflow server and its worker
         lines = command_lines()
         assert any("mlflow" in lines.get(pid, "") for pid in tree)
+        typed = typed_line(process)
+        assert lines[process.pid] == typed
         assert not leaks({f"command line of {pid}": line for pid, line in lines.items()
-                          if pid != process.pid})  # but the one the user typed
+                          if line != typed})  # but the one the user typed
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
