@@ -148,8 +148,8 @@ def sweep(auth_server, pg_database, tmp_path_factory):
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         for pid, line in command_lines().items():
-            # but the one the user typed, whatever the pid: Ray's and MLflow's starts fork
-            # the driver
+            # but the one the user typed, whatever the pid: a process the driver starts
+            # (Ray's) shows it between its fork and its exec
             if line != typed and any(secret in line for secret in SECRETS):
                 watched["command lines"][pid] = line
         watched["listeners"] |= listeners(descendants(process.pid))
