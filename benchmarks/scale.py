@@ -139,11 +139,12 @@ def measure(trials: int, epochs: int, args, root: Path) -> dict:
         [sys.executable, "-m", "nnchain", "sweep", "run", str(spec), "--quiet", "--format",
          "json", "--max-trials", str(trials), *uri], home, env)
     result = json.loads(out)
-    values = metric_values(home, args.tracking_uri)
     name = result["name"]
+    # the reports first: counting the values reads the whole store through the page cache
     compare = median_wall([sys.executable, "-m", "nnchain", "compare", name, *uri], home, env)
     status = median_wall([sys.executable, "-m", "nnchain", "sweep", "status", name, *uri],
                          home, env)
+    values = metric_values(home, args.tracking_uri)
     size = store_bytes(home, args.tracking_uri)
     return {"trials": trials, "finished": result["counts"].get("FINISHED", 0),
             "loop": loop, "wall": wall, "peak_mb": peak, "values": values,
