@@ -5,11 +5,11 @@
         [--flushes 40] [--repeats 3] [--nnchain-path DIR]
 
 Each flush: 113 runs (ids from ``mlflow_sql.ordered_run_ids``, as the sweep makes them) x
-11 metric keys x 20 steps, about 25,000 values (the driver's ``FLUSH_VALUES``), written by
-``MlflowTables.write`` in one transaction. Each measurement is a fresh process on a fresh
-store; the process CPU time of the writes is divided by the values written. With
-``--nnchain-path DIR`` (another checkout of nnchain) the two alternate, repeat by repeat,
-and the ratio of their medians is printed.
+the 11 metric keys and 20 steps of ``store_inserts.py``, about 25,000 values (the
+driver's ``FLUSH_VALUES``), written by ``MlflowTables.write`` in one transaction. Each
+measurement is a fresh process on a fresh store; the process CPU time of the writes is
+divided by the values written. With ``--nnchain-path DIR`` (another checkout of nnchain)
+the two alternate, repeat by repeat, and the ratio of their medians is printed.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-KEYS = ["train_cost", "train_accuracy", "lr", "grad_norm/layer1", "grad_norm/layer2",
-        "delta_norm/layer1", "delta_norm/layer2", "weight_norm/layer1", "weight_norm/layer2",
-        "update_ratio/layer1", "update_ratio/layer2"]
-RUNS, STEPS = 113, 20
+sys.path.insert(0, str(Path(__file__).parent))
+
+from store_inserts import KEYS, STEPS  # noqa: E402 - a sweep's metric keys and epochs
+
+RUNS = 113  # runs a flush: 113 x 11 keys x 20 steps is about the driver's FLUSH_VALUES
 
 MEASURE = """
 import json, sys, tempfile, time
